@@ -1,0 +1,1 @@
+"""The Flow Builder HTTP API (FastAPI)."""

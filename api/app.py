@@ -1,0 +1,200 @@
+"""The FastAPI application: flows, runs and health checks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from botocore.exceptions import BotoCoreError, ClientError
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Response, status
+from fastapi.responses import JSONResponse
+
+from api.errors import ErrorBody, install_error_handlers
+from api.middleware import RequestGuard
+from api.security import require_api_key
+from flows import repository
+from flows.db import create_engine
+from flows.errors import VersionConflictError
+from flows.models import (
+    FlowCreate,
+    FlowList,
+    FlowPublic,
+    FlowUpdate,
+    RunCreate,
+    RunList,
+    RunPublic,
+    RunStatus,
+)
+from flows.outbox import OutboxRelay, relay_outbox
+from flows.queue import sqs_client
+from flows.settings import ApiSettings
+
+log = logging.getLogger("api")
+
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422)}
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
+Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of a page.")]
+
+
+def create_app(settings: ApiSettings, *, relay_in_background: bool = True) -> FastAPI:
+    """Build the app; with `relay_in_background` False (Lambda), runs are relayed in-request."""
+    engine = create_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
+    sqs = sqs_client()
+    relay = OutboxRelay(engine, sqs, settings.queue_url) if relay_in_background else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if relay:
+            relay.start()
+        yield
+        if relay:
+            relay.stop()
+        engine.dispose()
+
+    app = FastAPI(title="Flow Builder API", version="1.0.0", lifespan=lifespan,
+                  responses=ERRORS)
+    app.state.api_keys = settings.api_key_list
+    app.state.engine = engine
+
+    def after_commit() -> None:
+        if relay:
+            relay.notify()
+            return
+        try:
+            relay_outbox(engine, sqs, settings.queue_url, limit=10)
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("queue unavailable; the scheduler will relay", extra={"error": str(exc)})
+
+    install_error_handlers(app)
+    app.include_router(_health_routes(engine))
+    app.include_router(_flow_routes(engine, after_commit), dependencies=[Depends(require_api_key)])
+    app.add_middleware(RequestGuard, max_body_bytes=settings.api_max_body_bytes)
+    return app
+
+
+def _health_routes(engine: sa.Engine) -> Any:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="The process is up.")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="The database answers; 503 otherwise.",
+                responses={503: {"model": ErrorBody}})
+    def readyz() -> Any:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            return JSONResponse(status_code=503, content={"detail": "database unreachable"})
+        return {"status": "ok"}
+
+    return router
+
+
+def _flow_routes(engine: sa.Engine, after_commit: Any) -> Any:
+    router = APIRouter()
+
+    @router.post("/flows", status_code=201, response_model=FlowPublic, tags=["flows"],
+                 summary="Create a flow.")
+    def create_flow(body: FlowCreate, response: Response) -> Any:
+        with engine.begin() as conn:
+            flow = repository.create_flow(conn, body)
+        response.headers["ETag"] = _etag(flow["version"])
+        return flow
+
+    @router.get("/flows", response_model=FlowList, tags=["flows"], summary="List flows.")
+    def list_flows(limit: Limit = 20, cursor: Cursor = None) -> Any:
+        with engine.connect() as conn:
+            items, next_cursor = repository.list_flows(conn, limit=limit, cursor=cursor)
+        return {"items": items, "next_cursor": next_cursor}
+
+    @router.get("/flows/{flow_id}", response_model=FlowPublic, tags=["flows"],
+                summary="Get a flow; its ETag is the version to send in If-Match.")
+    def get_flow(flow_id: UUID, response: Response) -> Any:
+        with engine.connect() as conn:
+            flow = repository.get_flow(conn, flow_id)
+        response.headers["ETag"] = _etag(flow["version"])
+        return flow
+
+    @router.put("/flows/{flow_id}", response_model=FlowPublic, tags=["flows"],
+                summary="Replace a flow; a stale If-Match or version gets 409.")
+    def update_flow(flow_id: UUID, body: FlowUpdate, response: Response,
+                    if_match: Annotated[str | None, Header(max_length=100)] = None) -> Any:
+        expected = _expected_version(if_match, body.version)
+        with engine.begin() as conn:
+            flow = repository.update_flow(conn, flow_id, body, expected_version=expected)
+        response.headers["ETag"] = _etag(flow["version"])
+        return flow
+
+    @router.delete("/flows/{flow_id}", status_code=204, tags=["flows"],
+                   summary="Delete a flow and cancel its open runs.")
+    def delete_flow(flow_id: UUID) -> Response:
+        with engine.begin() as conn:
+            repository.delete_flow(conn, flow_id)
+        return Response(status_code=204)
+
+    @router.post("/flows/{flow_id}/runs", status_code=201, response_model=RunPublic,
+                 tags=["runs"], summary="Queue a run; the same Idempotency-Key returns it again.",
+                 responses={200: {"model": RunPublic, "description": "The run created before "
+                                  "with this Idempotency-Key."}})
+    def create_run(flow_id: UUID, body: RunCreate, response: Response,
+                   idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)]
+                   = None) -> Any:
+        with engine.begin() as conn:
+            flow = repository.get_flow(conn, flow_id)
+            run_id, created = repository.create_run(
+                conn, flow, body.input, idempotency_key=idempotency_key
+            )
+            run = repository.get_run(conn, run_id)
+        if created:
+            after_commit()
+        else:
+            response.status_code = status.HTTP_200_OK
+        return run
+
+    @router.get("/flows/{flow_id}/runs", response_model=RunList, tags=["runs"],
+                summary="List a flow's runs, newest first.")
+    def list_runs(flow_id: UUID, limit: Limit = 20, cursor: Cursor = None,
+                  status: RunStatus | None = None) -> Any:
+        with engine.connect() as conn:
+            items, next_cursor = repository.list_runs(
+                conn, flow_id, limit=limit, cursor=cursor, status=status
+            )
+        return {"items": items, "next_cursor": next_cursor}
+
+    @router.get("/runs/{run_id}", response_model=RunPublic, tags=["runs"], summary="Get a run.")
+    def get_run(run_id: UUID) -> Any:
+        with engine.connect() as conn:
+            return repository.get_run(conn, run_id)
+
+    @router.post("/runs/{run_id}/cancel", response_model=RunPublic, tags=["runs"],
+                 summary="Cancel a queued or running run.")
+    def cancel_run(run_id: UUID) -> Any:
+        with engine.begin() as conn:
+            repository.cancel_run(conn, run_id)
+            return repository.get_run(conn, run_id)
+
+    return router
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _expected_version(if_match: str | None, body_version: int | None) -> int | None:
+    """The version the client last saw, from If-Match (`"3"`, `W/"3"`, `3`) or the body."""
+    if if_match is None:
+        return body_version
+    raw = if_match.strip().removeprefix("W/").strip('"')
+    if not raw.isdigit():
+        raise VersionConflictError(
+            f"If-Match {if_match!r} is not a version this API issued; send the ETag of GET"
+        )
+    return int(raw)
+
+

@@ -1,0 +1,74 @@
+"""How errors become responses: one short sentence in `detail`, field errors listed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from flows import errors
+from flows.steps import registry
+
+log = logging.getLogger("api")
+
+STATUS_BY_ERROR: dict[type[errors.FlowsError], int] = {
+    errors.NotFoundError: 404,
+    errors.VersionConflictError: 409,
+    errors.IdempotencyConflictError: 409,
+    errors.RunStateError: 409,
+    errors.CursorError: 400,
+}
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    errors: list[FieldProblem] = []
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """`("body", "steps", 0, "http", "url")` -> `steps[0].url`."""
+    parts: list[str] = []
+    previous: Any = None
+    for item in loc:
+        if item in ("body", "query", "header", "path") and not parts:
+            continue
+        if isinstance(previous, int) and item in registry.names():
+            continue  # the discriminator tag pydantic adds for a step's type
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+        previous = item
+    return "".join(parts) or "body"
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "json_invalid":
+            message = "request body is not valid JSON"
+        problems.append(FieldProblem(field=field_path(tuple(error["loc"])), message=message))
+    summary = "; ".join(f"{p.field}: {p.message}" for p in problems)
+    body = ErrorBody(detail=f"invalid request: {summary}", errors=problems)
+    return JSONResponse(status_code=422, content=body.model_dump())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(errors.FlowsError)
+    async def _domain(request: Request, exc: errors.FlowsError) -> JSONResponse:
+        code = STATUS_BY_ERROR.get(type(exc), 400)
+        return JSONResponse(status_code=code, content={"detail": str(exc)})

@@ -1,0 +1,209 @@
+"""Flows and runs in PostgreSQL: the API's reads and writes, as plain functions over a connection.
+
+Every status change is a conditional UPDATE, so a terminal status is never overwritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from flows.db import flows, outbox, run_steps, runs
+from flows.errors import (
+    CursorError,
+    IdempotencyConflictError,
+    NotFoundError,
+    RunStateError,
+    VersionConflictError,
+)
+from flows.models import FlowDefinition, RunStatus
+
+OPEN_STATUSES = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+FLOW_COLUMNS = (flows.c.id, flows.c.name, flows.c.description, flows.c.steps, flows.c.schedule,
+                flows.c.enabled, flows.c.version, flows.c.created_at, flows.c.updated_at)
+RUN_SUMMARY_COLUMNS = (runs.c.id, runs.c.flow_id, runs.c.status, runs.c.trigger, runs.c.attempt,
+                       runs.c.error, runs.c.scheduled_for, runs.c.queued_at, runs.c.started_at,
+                       runs.c.finished_at)
+
+
+def _definition_values(definition: FlowDefinition) -> dict[str, Any]:
+    data = definition.model_dump(mode="json", include=set(FlowDefinition.model_fields))
+    return {**data, "schedule_checked_until": None}
+
+
+def create_flow(conn: sa.Connection, definition: FlowDefinition) -> dict[str, Any]:
+    values = _definition_values(definition)
+    if definition.schedule:
+        values["schedule_checked_until"] = sa.func.now()
+    row = conn.execute(
+        sa.insert(flows).values(id=uuid.uuid4(), **values).returning(*FLOW_COLUMNS)
+    ).one()
+    return row._asdict()
+
+
+def get_flow(conn: sa.Connection, flow_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(
+        sa.select(*FLOW_COLUMNS).where(flows.c.id == flow_id, flows.c.deleted_at.is_(None))
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"flow {flow_id} not found")
+    return row._asdict()
+
+
+def list_flows(conn: sa.Connection, *, limit: int, cursor: str | None) -> tuple[list, str | None]:
+    query = sa.select(*FLOW_COLUMNS).where(flows.c.deleted_at.is_(None))
+    if cursor:
+        created_at, last_id = decode_cursor(cursor)
+        query = query.where(sa.tuple_(flows.c.created_at, flows.c.id) < (created_at, last_id))
+    rows = conn.execute(
+        query.order_by(flows.c.created_at.desc(), flows.c.id.desc()).limit(limit + 1)
+    ).all()
+    return _page([row._asdict() for row in rows], limit, "created_at")
+
+
+def update_flow(conn: sa.Connection, flow_id: uuid.UUID, definition: FlowDefinition,
+                *, expected_version: int | None) -> dict[str, Any]:
+    """Replace a flow's definition; with `expected_version`, only if it is still current."""
+    current = get_flow(conn, flow_id)
+    values = _definition_values(definition)
+    if definition.schedule and definition.schedule.model_dump() == (current["schedule"] or {}):
+        values.pop("schedule_checked_until")  # keep the scheduler's place for the same schedule
+    elif definition.schedule:
+        values["schedule_checked_until"] = sa.func.now()
+    condition = [flows.c.id == flow_id, flows.c.deleted_at.is_(None)]
+    if expected_version is not None:
+        condition.append(flows.c.version == expected_version)
+    row = conn.execute(
+        sa.update(flows)
+        .where(*condition)
+        .values(**values, version=flows.c.version + 1, updated_at=sa.func.now())
+        .returning(*FLOW_COLUMNS)
+    ).one_or_none()
+    if row is None:
+        raise VersionConflictError(
+            f"flow {flow_id} is at version {current['version']}, not {expected_version}; "
+            "fetch it again and retry"
+        )
+    return row._asdict()
+
+
+def delete_flow(conn: sa.Connection, flow_id: uuid.UUID) -> None:
+    """Soft-delete a flow and cancel its open runs; finished runs stay readable."""
+    result = conn.execute(
+        sa.update(flows)
+        .where(flows.c.id == flow_id, flows.c.deleted_at.is_(None))
+        .values(deleted_at=sa.func.now(), enabled=False)
+    )
+    if result.rowcount == 0:
+        raise NotFoundError(f"flow {flow_id} not found")
+    conn.execute(
+        sa.update(runs)
+        .where(runs.c.flow_id == flow_id, runs.c.status.in_(OPEN_STATUSES))
+        .values(status=RunStatus.CANCELLED.value, error="flow deleted",
+                finished_at=sa.func.now(), updated_at=sa.func.now(),
+                lease_owner=None, lease_expires_at=None)
+    )
+
+
+def create_run(conn: sa.Connection, flow: dict[str, Any], run_input: dict[str, Any], *,
+               trigger: str = "api", idempotency_key: str | None = None,
+               scheduled_for: datetime | None = None) -> tuple[uuid.UUID, bool]:
+    """Insert a queued run and its outbox row; return (run id, created).
+
+    With an idempotency key (or a scheduled time), a second request for the same flow returns
+    the first run instead of creating another, even when both arrive at the same moment.
+    """
+    snapshot = {key: flow[key] for key in ("name", "description", "steps", "schedule")}
+    snapshot["version"] = flow["version"]
+    run_id = uuid.uuid4()
+    statement = insert(runs).values(
+        id=run_id, flow_id=flow["id"], flow_snapshot=snapshot, input=run_input,
+        trigger=trigger, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
+    )
+    if idempotency_key is not None or scheduled_for is not None:
+        statement = statement.on_conflict_do_nothing()
+    created = conn.execute(statement.returning(runs.c.id)).scalar_one_or_none()
+    if created is not None:
+        conn.execute(sa.insert(outbox).values(run_id=run_id))
+        return run_id, True
+    key_column = runs.c.idempotency_key if idempotency_key else runs.c.scheduled_for
+    existing = conn.execute(
+        sa.select(runs.c.id, runs.c.input).where(
+            runs.c.flow_id == flow["id"], key_column == (idempotency_key or scheduled_for)
+        )
+    ).one()
+    if idempotency_key and existing.input != run_input:
+        raise IdempotencyConflictError(
+            f"Idempotency-Key {idempotency_key!r} was already used for this flow with a "
+            "different input; use a new key for a new run"
+        )
+    return existing.id, False
+
+
+def get_run(conn: sa.Connection, run_id: uuid.UUID) -> dict[str, Any]:
+    row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).one_or_none()
+    if row is None:
+        raise NotFoundError(f"run {run_id} not found")
+    steps = conn.execute(
+        sa.select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.position)
+    ).all()
+    return {**row._asdict(), "steps": [step._asdict() for step in steps]}
+
+
+def list_runs(conn: sa.Connection, flow_id: uuid.UUID, *, limit: int, cursor: str | None,
+              status: RunStatus | None) -> tuple[list, str | None]:
+    get_flow(conn, flow_id)
+    query = sa.select(*RUN_SUMMARY_COLUMNS).where(runs.c.flow_id == flow_id)
+    if status is not None:
+        query = query.where(runs.c.status == status.value)
+    if cursor:
+        queued_at, last_id = decode_cursor(cursor)
+        query = query.where(sa.tuple_(runs.c.queued_at, runs.c.id) < (queued_at, last_id))
+    rows = conn.execute(
+        query.order_by(runs.c.queued_at.desc(), runs.c.id.desc()).limit(limit + 1)
+    ).all()
+    return _page([row._asdict() for row in rows], limit, "queued_at")
+
+
+def cancel_run(conn: sa.Connection, run_id: uuid.UUID) -> None:
+    """Cancel a queued or running run; a worker stops before its next step."""
+    result = conn.execute(
+        sa.update(runs)
+        .where(runs.c.id == run_id, runs.c.status.in_(OPEN_STATUSES))
+        .values(status=RunStatus.CANCELLED.value, finished_at=sa.func.now(),
+                updated_at=sa.func.now(), lease_owner=None, lease_expires_at=None)
+    )
+    if result.rowcount == 0:
+        status = conn.execute(sa.select(runs.c.status).where(runs.c.id == run_id)).scalar()
+        if status is None:
+            raise NotFoundError(f"run {run_id} not found")
+        raise RunStateError(f"run {run_id} is already {status}; only queued or running runs "
+                            "can be cancelled")
+
+
+def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
+    raw = json.dumps([at.isoformat(), str(row_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, row_id = json.loads(raw)
+        return datetime.fromisoformat(at), uuid.UUID(row_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise CursorError(f"cursor {cursor[:100]!r} is not one this service returned") from exc
+
+
+def _page(rows: list[dict[str, Any]], limit: int, key: str) -> tuple[list, str | None]:
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last[key], last["id"])
