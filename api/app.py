@@ -38,6 +38,11 @@ log = logging.getLogger("api")
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422)}
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
 Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of a page.")]
+IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=100,
+                                       description="The ETag of the version being replaced.")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
+                                              max_length=200,
+                                              description="Same key, same flow: same run.")]
 
 
 def create_app(settings: ApiSettings, *, relay_in_background: bool = True) -> FastAPI:
@@ -124,7 +129,7 @@ def _flow_routes(engine: sa.Engine, after_commit: Any) -> Any:
     @router.put("/flows/{flow_id}", response_model=FlowPublic, tags=["flows"],
                 summary="Replace a flow; a stale If-Match or version gets 409.")
     def update_flow(flow_id: UUID, body: FlowUpdate, response: Response,
-                    if_match: Annotated[str | None, Header(max_length=100)] = None) -> Any:
+                    if_match: IfMatch = None) -> Any:
         expected = _expected_version(if_match, body.version)
         with engine.begin() as conn:
             flow = repository.update_flow(conn, flow_id, body, expected_version=expected)
@@ -142,13 +147,12 @@ def _flow_routes(engine: sa.Engine, after_commit: Any) -> Any:
                  tags=["runs"], summary="Queue a run; the same Idempotency-Key returns it again.",
                  responses={200: {"model": RunPublic, "description": "The run created before "
                                   "with this Idempotency-Key."}})
-    def create_run(flow_id: UUID, body: RunCreate, response: Response,
-                   idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)]
-                   = None) -> Any:
+    def create_run(flow_id: UUID, response: Response, body: RunCreate | None = None,
+                   idempotency_key: IdempotencyKey = None) -> Any:
         with engine.begin() as conn:
             flow = repository.get_flow(conn, flow_id)
             run_id, created = repository.create_run(
-                conn, flow, body.input, idempotency_key=idempotency_key
+                conn, flow, body.input if body else {}, idempotency_key=idempotency_key
             )
             run = repository.get_run(conn, run_id)
         if created:

@@ -13,7 +13,8 @@ from tests.api.conftest import flow_body
         (flow_body(steps=[]), "steps", "List should have at least 1 item after validation, not 0"),
         (flow_body(name=""), "name", "String should have at least 1 character"),
         (
-            flow_body(steps=[{"id": "a", "type": "http", "url": "https://x.test", "timeout_s": 61}]),
+            flow_body(steps=[{"id": "a", "type": "http", "url": "https://x.test",
+                              "timeout_s": 61}]),
             "steps[0].timeout_s",
             "Input should be less than or equal to 60",
         ),

@@ -1,0 +1,153 @@
+"""Creating, listing and cancelling runs; idempotency; the outbox across an SQS outage."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import sqlalchemy as sa
+
+from flows.db import outbox, runs
+from flows.outbox import relay_outbox
+from flows.queue import sqs_client
+from scripts.local_services import MotoServer
+from tests.api.conftest import flow_body
+
+
+def wait_for_messages(queues, count, attempts=20):
+    found = []
+    for _ in range(attempts):
+        found += queues.run_ids()
+        if len(found) >= count:
+            break
+    return found
+
+
+def test_a_new_run_is_queued_once_with_only_its_id(client, flow, queues, db):
+    response = client.post(f"/flows/{flow['id']}/runs", json={"input": {"name": "Ada"}})
+
+    assert response.status_code == 201
+    run = response.json()
+    assert run["status"] == "queued"
+    assert run["trigger"] == "api"
+    assert run["input"] == {"name": "Ada"}
+    assert run["flow_snapshot"]["steps"] == flow["steps"]
+    messages = queues.receive_all(wait=5)
+    assert [m["Body"] for m in messages] == [f'{{"run_id": "{run["id"]}"}}']
+    with db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar() == 0
+
+
+def test_the_snapshot_does_not_follow_later_edits(client, flow):
+    run = client.post(f"/flows/{flow['id']}/runs", json={}).json()
+    client.put(f"/flows/{flow['id']}", json=flow_body(steps=[
+        {"id": "other", "type": "delay", "seconds": 1}]))
+
+    assert client.get(f"/runs/{run['id']}").json()["flow_snapshot"]["steps"] == flow["steps"]
+
+
+def test_concurrent_identical_idempotent_requests_make_one_run(client, flow, queues, db):
+    def post(_):
+        return client.post(f"/flows/{flow['id']}/runs", json={"input": {"n": 1}},
+                           headers={"Idempotency-Key": "order-42"})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(16)))
+
+    assert {r.status_code for r in responses} <= {200, 201}
+    assert sorted(r.status_code for r in responses).count(201) == 1
+    assert len({r.json()["id"] for r in responses}) == 1
+    with db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar() == 1
+    assert wait_for_messages(queues, 1) == [responses[0].json()["id"]]
+
+
+def test_idempotency_key_is_per_flow_and_checks_the_input(client, flow):
+    other = client.post("/flows", json=flow_body(name="other")).json()
+    key = {"Idempotency-Key": "k1"}
+
+    first = client.post(f"/flows/{flow['id']}/runs", json={"input": {"a": 1}}, headers=key)
+    elsewhere = client.post(f"/flows/{other['id']}/runs", json={"input": {"a": 1}}, headers=key)
+    changed = client.post(f"/flows/{flow['id']}/runs", json={"input": {"a": 2}}, headers=key)
+
+    assert elsewhere.json()["id"] != first.json()["id"]
+    assert changed.status_code == 409
+    assert changed.json() == {"detail": "Idempotency-Key 'k1' was already used for this flow "
+                                        "with a different input; use a new key for a new run"}
+
+
+def test_runs_paginate_and_filter_by_status(client, flow):
+    ids = [client.post(f"/flows/{flow['id']}/runs", json={}).json()["id"] for _ in range(5)]
+    client.post(f"/runs/{ids[1]}/cancel")
+
+    first = client.get(f"/flows/{flow['id']}/runs", params={"limit": 3}).json()
+    second = client.get(f"/flows/{flow['id']}/runs",
+                        params={"limit": 3, "cursor": first["next_cursor"]}).json()
+    cancelled = client.get(f"/flows/{flow['id']}/runs", params={"status": "cancelled"}).json()
+
+    assert [r["id"] for r in first["items"] + second["items"]] == list(reversed(ids))
+    assert second["next_cursor"] is None
+    assert [r["id"] for r in cancelled["items"]] == [ids[1]]
+    bad = client.get(f"/flows/{flow['id']}/runs", params={"status": "done"})
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "status"
+
+
+def test_cancel_a_queued_run_once(client, flow):
+    run = client.post(f"/flows/{flow['id']}/runs", json={}).json()
+
+    cancelled = client.post(f"/runs/{run['id']}/cancel")
+    again = client.post(f"/runs/{run['id']}/cancel")
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["finished_at"] is not None
+    assert again.status_code == 409
+    assert again.json() == {"detail": f"run {run['id']} is already cancelled; only queued or "
+                                      "running runs can be cancelled"}
+
+
+def test_deleting_a_flow_cancels_its_open_runs(client, flow):
+    run = client.post(f"/flows/{flow['id']}/runs", json={}).json()
+
+    client.delete(f"/flows/{flow['id']}")
+
+    after = client.get(f"/runs/{run['id']}").json()
+    assert (after["status"], after["error"]) == ("cancelled", "flow deleted")
+    assert client.get(f"/flows/{flow['id']}/runs").status_code == 404
+
+
+def test_the_outbox_keeps_runs_through_an_sqs_outage(make_client, db, aws_env, monkeypatch):
+    outage = MotoServer().start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", outage.endpoint)
+    queue_url = boto3.client("sqs").create_queue(QueueName="outage")["QueueUrl"]
+    client = make_client(queue_url=queue_url)
+    flow = client.post("/flows", json=flow_body()).json()
+    outage.stop()
+
+    created = [client.post(f"/flows/{flow['id']}/runs", json={}) for _ in range(3)]
+
+    assert [r.status_code for r in created] == [201, 201, 201]
+    with db.connect() as conn:
+        pending = conn.execute(sa.select(outbox.c.run_id).order_by(outbox.c.id)).scalars().all()
+    assert [str(run_id) for run_id in pending] == [r.json()["id"] for r in created]
+
+    revived = MotoServer(port=outage.port).start()
+    try:
+        sqs = sqs_client()
+        sqs.create_queue(QueueName="outage")
+        assert relay_outbox(db, sqs, queue_url) == 3
+        bodies = [m["Body"] for m in sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]]
+        assert sorted(bodies) == sorted(f'{{"run_id": "{r.json()["id"]}"}}' for r in created)
+        with db.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar() == 0
+    finally:
+        revived.stop()
+
+
+def test_a_run_without_a_body_has_empty_input(client, flow):
+    response = client.post(f"/flows/{flow['id']}/runs")
+
+    assert response.status_code == 201
+    assert response.json()["input"] == {}
