@@ -85,7 +85,7 @@ def _health_routes(engine: sa.Engine) -> Any:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", summary="The process is up.")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @router.get("/readyz", summary="The database answers; 503 otherwise.",

@@ -19,6 +19,7 @@ from flows.queue import send_runs
 
 log = logging.getLogger("flows.outbox")
 BATCH = 10
+PASS_LIMIT = 100
 
 
 def relay_outbox(engine: sa.Engine, client: Any, queue_url: str, *, limit: int = 1000) -> int:
@@ -74,7 +75,11 @@ class OutboxRelay:
             self._wake.wait(self._interval_s)
             self._wake.clear()
             try:
-                relay_outbox(self._engine, self._client, self._queue_url)
+                # Small passes, so that stop() never waits behind a long backlog.
+                while (not self._stop.is_set()
+                       and relay_outbox(self._engine, self._client, self._queue_url,
+                                        limit=PASS_LIMIT) >= PASS_LIMIT):
+                    pass
             except (BotoCoreError, ClientError, sa.exc.SQLAlchemyError) as exc:
                 # The rows stay in the outbox; the next pass or the scheduler sends them.
                 log.warning("outbox relay failed", extra={"error": str(exc)[:300]})

@@ -1,0 +1,1 @@
+"""Benchmark scripts run by `make bench-*`; each prints its figures and ratios."""
