@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from flows import errors
 from flows.steps import registry
@@ -68,7 +70,26 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette lists only the matched route's methods; a path served by several
+            # routes (GET and POST /flows) must list them all.
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(app, request)))
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail},
+                            headers=headers)
+
     @app.exception_handler(errors.FlowsError)
     async def _domain(request: Request, exc: errors.FlowsError) -> JSONResponse:
         code = STATUS_BY_ERROR.get(type(exc), 400)
         return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods

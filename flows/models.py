@@ -37,7 +37,7 @@ TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.
 class Schedule(BaseModel):
     """A cron schedule in an IANA timezone."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     cron: str = Field(description="Five-field cron expression, e.g. '0 9 * * mon-fri'.")
     timezone: str = Field(default="UTC", description="IANA timezone name, e.g. Europe/Paris.")
@@ -66,7 +66,7 @@ class Schedule(BaseModel):
 class FlowDefinition(BaseModel):
     """What a run executes: the part of a flow copied into every run as its snapshot."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)

@@ -57,9 +57,11 @@ class OutboxRelay:
         self._interval_s = interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
         self._thread.start()
 
     def notify(self) -> None:
@@ -68,7 +70,8 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(10)
+        if self._thread:
+            self._thread.join(10)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -21,6 +21,12 @@ from flows.migrate import migrate
 from flows.settings import _psycopg_url
 from scripts.local_services import MotoServer, PostgresCluster, sqs_environment
 
+# No test may reach a real AWS account: a region and dummy credentials for every boto3 client
+# created before a test points it at moto.
+for _name, _value in sqs_environment("http://127.0.0.1:9").items():
+    if _name != "AWS_ENDPOINT_URL_SQS":
+        os.environ.setdefault(_name, _value)
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster | None]:

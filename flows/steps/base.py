@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,7 +34,7 @@ class StepContext:
 class StepBase(BaseModel):
     """Fields every step has. Subclasses set `type` to a Literal and implement `execute`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the flow.")
     max_attempts: int = Field(default=1, ge=1, le=10)
@@ -52,7 +53,7 @@ class StepRegistry:
         self._types: dict[str, type[StepBase]] = {}
 
     def register(self, model: type[StepBase]) -> type[StepBase]:
-        name = model.model_fields["type"].default
+        (name,) = typing.get_args(model.model_fields["type"].annotation)
         if name in self._types:
             raise ValueError(f"step type {name!r} is registered twice")
         self._types[name] = model

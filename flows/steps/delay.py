@@ -14,7 +14,7 @@ from flows.steps.base import StepBase, StepContext, registry
 class DelayStep(StepBase):
     """Wait before the next step."""
 
-    type: Literal["delay"] = "delay"
+    type: Literal["delay"]
     seconds: float = Field(ge=0, le=900)
 
     async def execute(self, context: StepContext) -> dict[str, float]:

@@ -16,7 +16,7 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 class HttpStep(StepBase):
     """Send one request; a status outside `expected_status` fails the attempt."""
 
-    type: Literal["http"] = "http"
+    type: Literal["http"]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
     url: str = Field(min_length=1, max_length=2048)
     headers: dict[str, str] = Field(default_factory=dict, max_length=50)

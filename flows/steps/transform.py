@@ -14,7 +14,7 @@ from flows.steps.base import StepBase, StepContext, StepError, registry
 class TransformStep(StepBase):
     """Evaluate `expression` over the run context; its result is the step output."""
 
-    type: Literal["transform"] = "transform"
+    type: Literal["transform"]
     expression: str = Field(min_length=1, max_length=4096)
 
     @field_validator("expression")
