@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
 
 import pytest
 
-from scripts.local_services import free_port
+from flows.logs import configure_logging
+from scripts.local_services import PostgresCluster
 from tests.api.conftest import API_KEY
 
 
@@ -44,14 +47,40 @@ def test_health_checks_need_no_key(client):
     assert client.get("/readyz").json() == {"status": "ok"}
 
 
-def test_readiness_is_503_when_the_database_is_down(make_client):
-    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    client = make_client(database_url=unreachable)
+def test_readiness_follows_the_database_down_and_back(make_client):
+    cluster = PostgresCluster().start()
+    try:
+        client = make_client(database_url=cluster.url)
+        assert client.get("/readyz").status_code == 200
 
-    assert client.get("/healthz").status_code == 200
-    response = client.get("/readyz")
-    assert response.status_code == 503
-    assert response.json() == {"detail": "database unreachable"}
+        cluster.stop()
+        down = client.get("/readyz")
+        health = client.get("/healthz")
+        cluster.start_existing()
+        back = client.get("/readyz")
+    finally:
+        cluster.remove()
+
+    assert (down.status_code, down.json()) == (503, {"detail": "database unreachable"})
+    assert health.status_code == 200
+    assert back.status_code == 200
+
+
+def test_one_json_log_line_per_request_without_secrets(client, capsys):
+    configure_logging("INFO")
+    try:
+        client.get("/flows", params={"limit": 5})
+        client.get("/flows", headers={"Authorization": "Bearer wrong-key-value"})
+    finally:
+        logging.getLogger().handlers.clear()
+
+    output = capsys.readouterr().out
+    lines = [json.loads(line) for line in output.splitlines() if '"api.access"' in line]
+    assert [(line["method"], line["route"], line["status"]) for line in lines] == [
+        ("GET", "/flows", 200), ("GET", "/flows", 401)]
+    assert all(line["level"] == "INFO" and line["duration_ms"] >= 0 for line in lines)
+    assert API_KEY not in output
+    assert "wrong-key-value" not in output
 
 
 def test_openapi_declares_every_request_and_response_schema(client):
