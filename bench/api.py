@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from flows.db import create_engine, outbox
 from flows.migrate import migrate
-from flows.settings import _psycopg_url
+from flows.settings import psycopg_url
 from scripts.local_services import free_port, local_services, sqs_environment, wait_for_port
 
 
@@ -57,7 +57,7 @@ def _report(name: str, rate: float, latencies: list[float]) -> None:
 
 
 def _outbox_backlog(url: str) -> int:
-    engine = create_engine(_psycopg_url(url), pool_size=1)
+    engine = create_engine(psycopg_url(url), pool_size=1)
     try:
         with engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(outbox)).scalar_one()
@@ -73,7 +73,7 @@ def main() -> int:
     key = secrets.token_urlsafe(24)
 
     with local_services() as (postgres, moto):
-        migrate(_psycopg_url(postgres.url))
+        migrate(psycopg_url(postgres.url))
         env = {**os.environ, **sqs_environment(moto.endpoint)}
         os.environ.update(sqs_environment(moto.endpoint))
         queue_url = boto3.client("sqs").create_queue(QueueName="bench-api")["QueueUrl"]

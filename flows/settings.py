@@ -61,9 +61,9 @@ class DatabaseSettings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         """The database URL in SQLAlchemy's psycopg 3 dialect."""
         if self.database_url:
-            return _psycopg_url(self.database_url.get_secret_value())
+            return psycopg_url(self.database_url.get_secret_value())
         if self.database_secret_arn:
-            return _psycopg_url(_read_database_secret(self.database_secret_arn))
+            return psycopg_url(_read_database_secret(self.database_secret_arn))
         password = self.db_password.get_secret_value() if self.db_password else ""
         return (
             f"postgresql+psycopg://{quote(self.db_user or '', safe='')}:"
@@ -146,7 +146,7 @@ def load_settings(cls: type[_S], **overrides: Any) -> _S:
         raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
 
 
-def _psycopg_url(url: str) -> str:
+def psycopg_url(url: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url.removeprefix(prefix)

@@ -18,7 +18,7 @@ from pathlib import Path
 import boto3
 
 from flows.migrate import migrate
-from flows.settings import _psycopg_url
+from flows.settings import psycopg_url
 from scripts.local_services import local_services, sqs_environment, wait_for_port
 
 log = logging.getLogger("scripts.run_local")
@@ -44,7 +44,7 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     with local_services() as (postgres, moto):
         os.environ.update(sqs_environment(moto.endpoint))
-        migrate(_psycopg_url(postgres.url))
+        migrate(psycopg_url(postgres.url))
         queue_url, dead_letter_url = _queues()
         env = {**os.environ, "DATABASE_URL": postgres.url, "QUEUE_URL": queue_url,
                "DEAD_LETTER_QUEUE_URL": dead_letter_url, "API_KEYS": key, "PORT": str(port),

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from flows.db import create_engine, metadata
 from flows.migrate import migrate
-from flows.settings import _psycopg_url
+from flows.settings import psycopg_url
 from scripts.local_services import MotoServer, PostgresCluster, sqs_environment
 
 # No test may reach a real AWS account: a region and dummy credentials for every boto3 client
@@ -45,13 +45,13 @@ def postgres() -> Iterator[PostgresCluster | None]:
 def database_url(postgres: PostgresCluster | None) -> str:
     """A migrated database, as a plain postgresql:// URL."""
     url = os.environ.get("TEST_DATABASE_URL") or postgres.url
-    migrate(_psycopg_url(url))
+    migrate(psycopg_url(url))
     return url
 
 
 @pytest.fixture(scope="session")
 def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = create_engine(_psycopg_url(database_url), pool_size=10)
+    engine = create_engine(psycopg_url(database_url), pool_size=10)
     yield engine
     engine.dispose()
 

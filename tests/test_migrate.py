@@ -10,7 +10,7 @@ import uuid
 import sqlalchemy as sa
 
 from flows.db import create_engine, metadata
-from flows.settings import _psycopg_url
+from flows.settings import psycopg_url
 
 
 def test_two_concurrent_migrations_leave_one_schema_at_head(database_url, engine):
@@ -27,7 +27,7 @@ def test_two_concurrent_migrations_leave_one_schema_at_head(database_url, engine
 
     assert [code for code, _, _ in results] == [0, 0], results
     assert all('"revision": "0001"' in out for _, out, _ in results)
-    fresh = create_engine(_psycopg_url(url), pool_size=1)
+    fresh = create_engine(psycopg_url(url), pool_size=1)
     try:
         tables = set(sa.inspect(fresh).get_table_names())
         assert tables == {table.name for table in metadata.sorted_tables} | {"alembic_version"}
