@@ -9,7 +9,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.steps import registry
 
@@ -17,6 +17,20 @@ MAX_STEPS = 50
 MAX_INPUT_BYTES = 256 * 1024
 
 Step = Annotated[Union[registry.models()], Field(discriminator="type")]  # noqa: UP007
+
+
+def reject_nul(value: Any, path: str = "") -> None:
+    """Refuse NUL characters anywhere in a JSON value: PostgreSQL text and jsonb refuse them."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{path or 'value'} contains a NUL character, which cannot be stored")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(str(key), f"{path}.{key}" if path else "a key")
+            reject_nul(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            reject_nul(item, f"{path}[{index}]")
 
 
 class RunStatus(enum.StrEnum):
@@ -68,6 +82,12 @@ class FlowDefinition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        reject_nul(data)
+        return data
+
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
@@ -113,6 +133,12 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("input")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reject_nul(value)
+        return value
 
 
 class StepResult(BaseModel):

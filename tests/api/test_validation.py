@@ -130,3 +130,17 @@ def test_bad_cursor_is_400(client):
 
     assert response.status_code == 400
     assert response.json() == {"detail": "cursor 'bm9wZQ' is not one this service returned"}
+
+
+def test_nul_characters_are_refused_naming_where(client, flow):
+    bad_flow = client.post("/flows", json=flow_body(steps=[
+        {"id": "a", "type": "http", "url": "https://x.test", "headers": {"X-A": "a\u0000b"}}]))
+    bad_input = client.post(f"/flows/{flow['id']}/runs", json={"input": {"k": ["\u0000"]}})
+
+    assert bad_flow.status_code == 422
+    assert bad_flow.json()["errors"] == [{
+        "field": "body",
+        "message": "steps[0].headers.X-A contains a NUL character, which cannot be stored"}]
+    assert bad_input.status_code == 422
+    assert bad_input.json()["errors"] == [{
+        "field": "input", "message": "k[0] contains a NUL character, which cannot be stored"}]
