@@ -9,9 +9,11 @@ TLS still verifies the certificate against the host name of the URL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import socket
+import ssl
 import typing
 from collections.abc import Iterable
 from typing import Any
@@ -107,15 +109,21 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle takes milliseconds."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with its connection pool built over `GuardedBackend`."""
 
     def __init__(self, backend: GuardedBackend) -> None:
-        super().__init__(trust_env=False)
+        super().__init__(verify=_ssl_context(), trust_env=False)
         # NOTE: httpx 0.28 takes no network backend argument, so the pool it built is
         # replaced with one over the guard; the SSRF tests fail if a new httpx changes this.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=_ssl_context(),
             max_connections=10,
             max_keepalive_connections=0,
             network_backend=backend,

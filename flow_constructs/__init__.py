@@ -1,0 +1,1 @@
+"""The construct library shared by StandardStack and UltraStack: one module per concern."""

@@ -1,0 +1,1 @@
+"""The Flow Builder stacks: each composes constructs from `flow_constructs`."""

@@ -1,0 +1,1 @@
+"""The Flow Builder worker: executes queued runs; also hosts the scheduler and reaper."""
