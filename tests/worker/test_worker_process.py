@@ -152,16 +152,23 @@ def test_poison_message_ends_in_dead_letter_queue_and_run_failed(
                            "timeout_s": 60}])
     target.routes["/crash"] = lambda handler, count: target.release.wait(120)
     run_id = make_run(db, flow, work_queue)
-    for delivery in (1, 2, 3):
-        worker = start_worker()
-        wait_for(lambda n=delivery: len(target.calls("/crash")) == n, LEASE_SECONDS + 30,
-                 f"delivery {delivery} to reach the step")
-        worker.signal(signal.SIGKILL)  # the message crashes its worker every time
-        worker.wait(10)
 
-    last = start_worker()
-    wait_for(lambda: work_queue.total(work_queue.dead_letter_url) == 1, LEASE_SECONDS + 30,
-             "the message to reach the dead-letter queue")
+    def dead_lettered() -> bool:
+        return work_queue.total(work_queue.dead_letter_url) == 1
+
+    executions = 0
+    while not dead_lettered():
+        # Each delivery crashes its worker; SQS counts the receives. A receive that finds
+        # the previous lease still live also counts, so the DLQ may come after 2 or 3 crashes.
+        worker = start_worker()
+        wait_for(lambda n=executions: len(target.calls("/crash")) > n or dead_lettered(),
+                 LEASE_SECONDS + 30, f"delivery {executions + 1} or the dead-letter queue")
+        worker.signal(signal.SIGKILL)
+        worker.wait(10)
+        executions = len(target.calls("/crash"))
+        assert executions <= 3
+
+    assert executions >= 2
     assert run_row(db, run_id).status == "running"
     report = tick(db, work_queue.client, scheduler_settings(database_url, work_queue,
                                                             scheduler_max_attempts=5))
@@ -170,8 +177,6 @@ def test_poison_message_ends_in_dead_letter_queue_and_run_failed(
     assert row.status == "failed"
     assert row.error.startswith("dead-lettered: every delivery of this run's message ended")
     assert work_queue.total(work_queue.dead_letter_url) == 0
-    last.signal(signal.SIGTERM)
-    assert last.wait(15) == 0
 
 
 def test_expired_lease_is_reaped_and_the_stale_workers_write_is_rejected(
