@@ -38,8 +38,17 @@ def _queues() -> tuple[str, str]:
     return url, dead_letter_url
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Ctrl-C, and SIGTERM from a supervisor, both stop everything (even when started in the
+    # background, where the shell leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
     key = secrets.token_urlsafe(24)
     port = int(os.environ.get("PORT", "8000"))
     with local_services() as (postgres, moto):
@@ -62,7 +71,8 @@ def main() -> int:
                      "  API key:    %s\n"
                      "  processes:  %s\n"
                      "Try: export FLOW_URL=http://127.0.0.1:%s FLOW_KEY=%s\n",
-                     port, key, ", ".join(" ".join(c[1:]) for c in commands), port, key)
+                     port, key, ", ".join(" ".join(["python", *c[1:]]) for c in commands),
+                     port, key)
             while all(process.poll() is None for process in processes):
                 time.sleep(0.5)
             log.error("a process exited; stopping everything")

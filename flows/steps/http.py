@@ -22,8 +22,9 @@ class HttpStep(StepBase):
     headers: dict[str, str] = Field(default_factory=dict, max_length=50)
     body: Any = Field(default=None, description="JSON body, sent as application/json.")
     timeout_s: float = Field(default=10, gt=0, le=60)
-    expected_status: list[int] = Field(
-        default_factory=lambda: list(range(200, 300)), min_length=1, max_length=100
+    expected_status: list[int] | None = Field(
+        default=None, min_length=1, max_length=100,
+        description="Statuses that count as success. Default: any 2xx status.",
     )
     max_attempts: int = Field(default=3, ge=1, le=10)
 
@@ -48,11 +49,16 @@ class HttpStep(StepBase):
 
     @field_validator("expected_status")
     @classmethod
-    def _status_codes(cls, value: list[int]) -> list[int]:
-        bad = [code for code in value if not 100 <= code <= 599]
+    def _status_codes(cls, value: list[int] | None) -> list[int] | None:
+        bad = [code for code in value or () if not 100 <= code <= 599]
         if bad:
             raise ValueError(f"status codes must be 100..599, got {bad}")
         return value
+
+    @property
+    def accepted_statuses(self) -> list[int]:
+        """`expected_status`, or every 2xx status when it is not set."""
+        return self.expected_status or list(range(200, 300))
 
     async def execute(self, context: StepContext) -> Any:
         from flows.steps.http_client import send  # noqa: PLC0415 - keeps httpx off the API

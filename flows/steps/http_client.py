@@ -185,10 +185,10 @@ async def _exchange(client: httpx.AsyncClient, step: HttpStep, url: str,
         kwargs["json"] = body
     async with client.stream(step.method, url, **kwargs) as response:
         content = await _read_capped(response)
-    if response.status_code not in step.expected_status:
+    if response.status_code not in step.accepted_statuses:
         raise StepError(
             f"{step.method} {_redacted(response.url)} returned {response.status_code}, expected "
-            f"one of {_ranges(step.expected_status)}: {content[:300].decode(errors='replace')}",
+            f"one of {_ranges(step.accepted_statuses)}: {content[:300].decode(errors='replace')}",
             retryable=response.status_code in RETRYABLE_STATUSES,
         )
     return {
