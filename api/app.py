@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
-import sqlalchemy as sa
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Response, status
 from fastapi.responses import JSONResponse
 
+from api.database import Database
 from api.errors import ErrorBody, install_error_handlers
 from api.middleware import RequestGuard
 from api.security import require_api_key
@@ -47,9 +48,11 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_lengt
 
 def create_app(settings: ApiSettings, *, relay_in_background: bool = True) -> FastAPI:
     """Build the app; with `relay_in_background` False (Lambda), runs are relayed in-request."""
-    engine = create_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
+    db = Database(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
+    # The relay is a thread with its own small synchronous pool.
+    relay_engine = create_engine(settings.sqlalchemy_url, pool_size=2)
     sqs = sqs_client()
-    relay = OutboxRelay(engine, sqs, settings.queue_url) if relay_in_background else None
+    relay = OutboxRelay(relay_engine, sqs, settings.queue_url) if relay_in_background else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,30 +61,30 @@ def create_app(settings: ApiSettings, *, relay_in_background: bool = True) -> Fa
         yield
         if relay:
             relay.stop()
-        engine.dispose()
+        await db.dispose()
+        relay_engine.dispose()
 
     app = FastAPI(title="Flow Builder API", version="1.0.0", lifespan=lifespan,
                   responses=ERRORS)
     app.state.api_keys = settings.api_key_list
-    app.state.engine = engine
 
-    def after_commit() -> None:
+    async def after_commit() -> None:
         if relay:
             relay.notify()
             return
         try:
-            relay_outbox(engine, sqs, settings.queue_url, limit=10)
+            await asyncio.to_thread(relay_outbox, relay_engine, sqs, settings.queue_url, limit=10)
         except (BotoCoreError, ClientError) as exc:
             log.warning("queue unavailable; the scheduler will relay", extra={"error": str(exc)})
 
     install_error_handlers(app)
-    app.include_router(_health_routes(engine))
-    app.include_router(_flow_routes(engine, after_commit), dependencies=[Depends(require_api_key)])
+    app.include_router(_health_routes(db))
+    app.include_router(_flow_routes(db, after_commit), dependencies=[Depends(require_api_key)])
     app.add_middleware(RequestGuard, max_body_bytes=settings.api_max_body_bytes)
     return app
 
 
-def _health_routes(engine: sa.Engine) -> Any:
+def _health_routes(db: Database) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", summary="The process is up.")
@@ -90,98 +93,82 @@ def _health_routes(engine: sa.Engine) -> Any:
 
     @router.get("/readyz", summary="The database answers; 503 otherwise.",
                 responses={503: {"model": ErrorBody}})
-    def readyz() -> Any:
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
+    async def readyz() -> Any:
+        if not await db.ping():
             return JSONResponse(status_code=503, content={"detail": "database unreachable"})
         return {"status": "ok"}
 
     return router
 
 
-def _flow_routes(engine: sa.Engine, after_commit: Any) -> Any:
+def _flow_routes(db: Database, after_commit: Callable[[], Awaitable[None]]) -> APIRouter:
     router = APIRouter()
 
     @router.post("/flows", status_code=201, response_model=FlowPublic, tags=["flows"],
                  summary="Create a flow.")
-    def create_flow(body: FlowCreate, response: Response) -> Any:
-        with engine.begin() as conn:
-            flow = repository.create_flow(conn, body)
+    async def create_flow(body: FlowCreate, response: Response) -> Any:
+        flow = await db.read(repository.create_flow, body)
         response.headers["ETag"] = _etag(flow["version"])
         return flow
 
     @router.get("/flows", response_model=FlowList, tags=["flows"], summary="List flows.")
-    def list_flows(limit: Limit = 20, cursor: Cursor = None) -> Any:
-        with engine.connect() as conn:
-            items, next_cursor = repository.list_flows(conn, limit=limit, cursor=cursor)
+    async def list_flows(limit: Limit = 20, cursor: Cursor = None) -> Any:
+        items, next_cursor = await db.read(repository.list_flows, limit=limit, cursor=cursor)
         return {"items": items, "next_cursor": next_cursor}
 
     @router.get("/flows/{flow_id}", response_model=FlowPublic, tags=["flows"],
                 summary="Get a flow; its ETag is the version to send in If-Match.")
-    def get_flow(flow_id: UUID, response: Response) -> Any:
-        with engine.connect() as conn:
-            flow = repository.get_flow(conn, flow_id)
+    async def get_flow(flow_id: UUID, response: Response) -> Any:
+        flow = await db.read(repository.get_flow, flow_id)
         response.headers["ETag"] = _etag(flow["version"])
         return flow
 
     @router.put("/flows/{flow_id}", response_model=FlowPublic, tags=["flows"],
                 summary="Replace a flow; a stale If-Match or version gets 409.")
-    def update_flow(flow_id: UUID, body: FlowUpdate, response: Response,
-                    if_match: IfMatch = None) -> Any:
+    async def update_flow(flow_id: UUID, body: FlowUpdate, response: Response,
+                          if_match: IfMatch = None) -> Any:
         expected = _expected_version(if_match, body.version)
-        with engine.begin() as conn:
-            flow = repository.update_flow(conn, flow_id, body, expected_version=expected)
+        flow = await db.write(repository.update_flow, flow_id, body, expected_version=expected)
         response.headers["ETag"] = _etag(flow["version"])
         return flow
 
     @router.delete("/flows/{flow_id}", status_code=204, tags=["flows"],
                    summary="Delete a flow and cancel its open runs.")
-    def delete_flow(flow_id: UUID) -> Response:
-        with engine.begin() as conn:
-            repository.delete_flow(conn, flow_id)
+    async def delete_flow(flow_id: UUID) -> Response:
+        await db.write(repository.delete_flow, flow_id)
         return Response(status_code=204)
 
     @router.post("/flows/{flow_id}/runs", status_code=201, response_model=RunPublic,
                  tags=["runs"], summary="Queue a run; the same Idempotency-Key returns it again.",
                  responses={200: {"model": RunPublic, "description": "The run created before "
                                   "with this Idempotency-Key."}})
-    def create_run(flow_id: UUID, response: Response, body: RunCreate | None = None,
-                   idempotency_key: IdempotencyKey = None) -> Any:
-        with engine.begin() as conn:
-            flow = repository.get_flow(conn, flow_id)
-            run_id, created = repository.create_run(
-                conn, flow, body.input if body else {}, idempotency_key=idempotency_key
-            )
-            run = repository.get_run(conn, run_id)
-        if created:
-            after_commit()
-        else:
+    async def create_run(flow_id: UUID, response: Response, body: RunCreate | None = None,
+                         idempotency_key: IdempotencyKey = None) -> Any:
+        # One statement, atomic on its own: no transaction round trips on the hot path.
+        run, created = await db.read(repository.create_run, flow_id, body.input if body else {},
+                                     idempotency_key=idempotency_key)
+        if not created:
             response.status_code = status.HTTP_200_OK
-        return run
+            return await db.read(repository.get_run, run["id"])
+        await after_commit()
+        return {**run, "steps": []}
 
     @router.get("/flows/{flow_id}/runs", response_model=RunList, tags=["runs"],
                 summary="List a flow's runs, newest first.")
-    def list_runs(flow_id: UUID, limit: Limit = 20, cursor: Cursor = None,
-                  status: RunStatus | None = None) -> Any:
-        with engine.connect() as conn:
-            items, next_cursor = repository.list_runs(
-                conn, flow_id, limit=limit, cursor=cursor, status=status
-            )
+    async def list_runs(flow_id: UUID, limit: Limit = 20, cursor: Cursor = None,
+                        status: RunStatus | None = None) -> Any:
+        items, next_cursor = await db.read(repository.list_runs, flow_id, limit=limit,
+                                           cursor=cursor, status=status)
         return {"items": items, "next_cursor": next_cursor}
 
     @router.get("/runs/{run_id}", response_model=RunPublic, tags=["runs"], summary="Get a run.")
-    def get_run(run_id: UUID) -> Any:
-        with engine.connect() as conn:
-            return repository.get_run(conn, run_id)
+    async def get_run(run_id: UUID) -> Any:
+        return await db.read(repository.get_run, run_id)
 
     @router.post("/runs/{run_id}/cancel", response_model=RunPublic, tags=["runs"],
                  summary="Cancel a queued or running run.")
-    def cancel_run(run_id: UUID) -> Any:
-        with engine.begin() as conn:
-            repository.cancel_run(conn, run_id)
-            return repository.get_run(conn, run_id)
+    async def cancel_run(run_id: UUID) -> Any:
+        return await db.write(repository.cancel_run, run_id)
 
     return router
 

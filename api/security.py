@@ -7,7 +7,7 @@ import hmac
 from fastapi import HTTPException, Request, status
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """Reject the request with 401 unless it carries `Authorization: Bearer <a known key>`."""
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     keys: tuple[str, ...] = request.app.state.api_keys

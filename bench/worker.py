@@ -73,7 +73,8 @@ def worker_rounds(env: dict[str, str], engine: sa.Engine, sqs, queue_url: str, r
         try:
             for _ in range(rounds):
                 with engine.begin() as conn:
-                    ids = [repository.create_run(conn, flow, {"n": n})[0] for n in range(batch)]
+                    ids = [repository.create_run(conn, flow["id"], {"n": n})[0]["id"]
+                           for n in range(batch)]
                 if relay_outbox(engine, sqs, queue_url, limit=batch) != batch:
                     raise RuntimeError("not every message reached the queue")
                 elapsed += _wait_for_round(engine, ids, process, log_path)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 metadata = sa.MetaData()
 TZ = sa.DateTime(timezone=True)
@@ -84,13 +88,20 @@ outbox = sa.Table(
 )
 
 
+ENGINE_OPTIONS = {
+    "pool_pre_ping": True,
+    "pool_recycle": 1800,
+    # Fail fast when the database is unreachable, and name the connections in pg_stat_activity.
+    "connect_args": {"connect_timeout": 5, "application_name": "flow-builder"},
+}
+
+
 def create_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
-    """An engine whose connections fail fast when the database is unreachable."""
-    return sa.create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "application_name": "flow-builder"},
-    )
+    """A synchronous engine (worker, scheduler, migrations, the outbox relay)."""
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, **ENGINE_OPTIONS)
+
+
+def create_async_engine(url: str, *, pool_size: int = 5, **options: Any) -> AsyncEngine:
+    """An asyncio engine (the API); its connections belong to the event loop that opened them."""
+    return _create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                                **ENGINE_OPTIONS, **options)

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 
-from flows.db import flows, outbox, run_steps, runs
+from flows.db import TZ, flows, outbox, run_steps, runs
 from flows.errors import (
     CursorError,
     IdempotencyConflictError,
@@ -112,39 +112,64 @@ def delete_flow(conn: sa.Connection, flow_id: uuid.UUID) -> None:
     )
 
 
-def create_run(conn: sa.Connection, flow: dict[str, Any], run_input: dict[str, Any], *,
+def create_run(conn: sa.Connection, flow_id: uuid.UUID, run_input: dict[str, Any], *,
                trigger: str = "api", idempotency_key: str | None = None,
-               scheduled_for: datetime | None = None) -> tuple[uuid.UUID, bool]:
-    """Insert a queued run and its outbox row; return (run id, created).
+               scheduled_for: datetime | None = None) -> tuple[dict[str, Any], bool]:
+    """Queue a run of the flow's current definition; return (the run's row, created).
 
-    With an idempotency key (or a scheduled time), a second request for the same flow returns
-    the first run instead of creating another, even when both arrive at the same moment.
+    One statement inserts the run, with the flow's definition copied in as its snapshot, and
+    its outbox row, so it is atomic without a transaction and costs one round trip. With an
+    idempotency key (or a scheduled time), a second request for the same flow returns the
+    first run instead of creating another, even when both arrive at the same moment.
     """
-    snapshot = {key: flow[key] for key in ("name", "description", "steps", "schedule")}
-    snapshot["version"] = flow["version"]
-    run_id = uuid.uuid4()
-    statement = insert(runs).values(
-        id=run_id, flow_id=flow["id"], flow_snapshot=snapshot, input=run_input,
-        trigger=trigger, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
-    )
-    if idempotency_key is not None or scheduled_for is not None:
-        statement = statement.on_conflict_do_nothing()
-    created = conn.execute(statement.returning(runs.c.id)).scalar_one_or_none()
+    created = conn.execute(_INSERT_RUN, {
+        "run_id": uuid.uuid4(), "flow_id": flow_id, "run_input": run_input, "trigger": trigger,
+        "idempotency_key": idempotency_key, "scheduled_for": scheduled_for,
+    }).one_or_none()
     if created is not None:
-        conn.execute(sa.insert(outbox).values(run_id=run_id))
-        return run_id, True
+        return created._asdict(), True
+    # Nothing inserted: either the flow does not exist, or the key (or time) was used before.
     key_column = runs.c.idempotency_key if idempotency_key else runs.c.scheduled_for
-    existing = conn.execute(
-        sa.select(runs.c.id, runs.c.input).where(
-            runs.c.flow_id == flow["id"], key_column == (idempotency_key or scheduled_for)
-        )
-    ).one()
+    key = idempotency_key or scheduled_for
+    existing = None
+    if key is not None:
+        existing = conn.execute(
+            sa.select(runs).where(runs.c.flow_id == flow_id, key_column == key)
+        ).one_or_none()
+    if existing is None:
+        raise NotFoundError(f"flow {flow_id} not found")
     if idempotency_key and existing.input != run_input:
         raise IdempotencyConflictError(
             f"Idempotency-Key {idempotency_key!r} was already used for this flow with a "
             "different input; use a new key for a new run"
         )
-    return existing.id, False
+    return existing._asdict(), False
+
+
+def _build_insert_run() -> sa.Select:
+    """The statement of `create_run`, built once: building it costs more than running it."""
+    snapshot = sa.func.jsonb_build_object(
+        "name", flows.c.name, "description", flows.c.description, "steps", flows.c.steps,
+        "schedule", flows.c.schedule, "version", flows.c.version,
+    )
+    source = sa.select(
+        sa.bindparam("run_id", type_=UUID(as_uuid=True)), flows.c.id, snapshot,
+        sa.bindparam("run_input", type_=JSONB), sa.bindparam("trigger", type_=sa.Text),
+        sa.bindparam("idempotency_key", type_=sa.Text),
+        sa.bindparam("scheduled_for", type_=TZ),
+    ).where(flows.c.id == sa.bindparam("flow_id", type_=UUID(as_uuid=True)),
+            flows.c.deleted_at.is_(None))
+    columns = ["id", "flow_id", "flow_snapshot", "input", "trigger", "idempotency_key",
+               "scheduled_for"]
+    new_run = (
+        insert(runs).from_select(columns, source).on_conflict_do_nothing()
+        .returning(*runs.c).cte("new_run")
+    )
+    queued = sa.insert(outbox).from_select(["run_id"], sa.select(new_run.c.id)).cte("queued")
+    return sa.select(new_run).add_cte(queued)
+
+
+_INSERT_RUN = _build_insert_run()
 
 
 def get_run(conn: sa.Connection, run_id: uuid.UUID) -> dict[str, Any]:
@@ -172,8 +197,8 @@ def list_runs(conn: sa.Connection, flow_id: uuid.UUID, *, limit: int, cursor: st
     return _page([row._asdict() for row in rows], limit, "queued_at")
 
 
-def cancel_run(conn: sa.Connection, run_id: uuid.UUID) -> None:
-    """Cancel a queued or running run; a worker stops before its next step."""
+def cancel_run(conn: sa.Connection, run_id: uuid.UUID) -> dict[str, Any]:
+    """Cancel a queued or running run and return it; a worker stops before its next step."""
     result = conn.execute(
         sa.update(runs)
         .where(runs.c.id == run_id, runs.c.status.in_(OPEN_STATUSES))
@@ -186,6 +211,7 @@ def cancel_run(conn: sa.Connection, run_id: uuid.UUID) -> None:
             raise NotFoundError(f"run {run_id} not found")
         raise RunStateError(f"run {run_id} is already {status}; only queued or running runs "
                             "can be cancelled")
+    return get_run(conn, run_id)
 
 
 def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:

@@ -132,12 +132,12 @@ def _schedule_flow(conn: sa.Connection, flow_id: Any, catch_up_limit: int,
                     catch_up_limit=catch_up_limit)
     created = []
     for at in decision.run_at:
-        run_id, new = repository.create_run(conn, flow, {"scheduled_for": at.isoformat()},
-                                            trigger="schedule", scheduled_for=at)
+        run, new = repository.create_run(conn, flow_id, {"scheduled_for": at.isoformat()},
+                                         trigger="schedule", scheduled_for=at)
         if new:
             created.append((flow_id, at))
             log.info("scheduled run created", extra={
-                "flow_id": str(flow_id), "run_id": str(run_id), "scheduled_for": at.isoformat()})
+                "flow_id": str(flow_id), "run_id": str(run["id"]), "scheduled_for": at.isoformat()})
     if decision.skipped:
         log.info("missed schedule times skipped", extra={
             "flow_id": str(flow_id), "count": len(decision.skipped),

@@ -77,6 +77,11 @@ class PostgresCluster:
                   "-l", str(self.root / "log"), "-w", "start")
         return self
 
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's main process, whose children serve the connections."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def stop(self, mode: str = "fast") -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -115,6 +120,11 @@ class MotoServer:
         )
         wait_for_port(self.port)
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the server is not running"
+        return self._process.pid
 
     def stop(self) -> None:
         if self._process and self._process.poll() is None:

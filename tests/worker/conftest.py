@@ -182,7 +182,8 @@ def make_run(engine: sa.Engine, flow: dict[str, Any], queue: WorkQueue | None = 
              run_input: dict[str, Any] | None = None) -> uuid.UUID:
     """Create a queued run; with a queue, relay its message there as the API would."""
     with engine.begin() as conn:
-        run_id, _ = repository.create_run(conn, flow, run_input or {})
+        run, _ = repository.create_run(conn, flow["id"], run_input or {})
+        run_id = run["id"]
     if queue is not None:
         assert relay_outbox(engine, queue.client, queue.url) >= 1
     return run_id
