@@ -24,7 +24,13 @@ import sqlalchemy as sa
 from flows.db import create_engine, outbox
 from flows.migrate import migrate
 from flows.settings import psycopg_url
-from scripts.local_services import free_port, local_services, sqs_environment, wait_for_port
+from scripts.local_services import (
+    free_port,
+    local_services,
+    pin_processes,
+    sqs_environment,
+    wait_for_port,
+)
 
 
 class _Connection:
@@ -96,18 +102,6 @@ def _outbox_backlog(url: str) -> int:
         engine.dispose()
 
 
-def _pin(server_pid: int, *, others: list[int]) -> str:
-    """Give the API process a core of its own and everything else the rest, when there are two
-    or more: "one uvicorn process" then means one core, whatever moto and PostgreSQL cost."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return "not pinned (one CPU)"
-    os.sched_setaffinity(server_pid, {cpus[0]})
-    for pid in others:
-        os.sched_setaffinity(pid, set(cpus[1:]))
-    return f"API pinned to CPU {cpus[0]}, load generator, moto and PostgreSQL to {cpus[1:]}"
-
-
 def _wait_for_empty_outbox(url: str, timeout_s: float = 300) -> float:
     started = time.perf_counter()
     while _outbox_backlog(url) and time.perf_counter() - started < timeout_s:
@@ -131,7 +125,9 @@ def main() -> int:
         env.update(DATABASE_URL=postgres.url, QUEUE_URL=queue_url, API_KEYS=key, PORT=str(port),
                    LOG_LEVEL="WARNING", DB_POOL_SIZE="20")
         server = subprocess.Popen([sys.executable, "-m", "api"], env=env)
-        pinned = _pin(server.pid, others=[os.getpid(), moto.pid, postgres.postmaster_pid])
+        # The load generator sits with the services, so the API has a core of its own.
+        pinned = pin_processes(measured=[server.pid],
+                               services=[os.getpid(), moto.pid, postgres.postmaster_pid])
         try:
             wait_for_port(port)
             base = f"http://127.0.0.1:{port}"
