@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # cdk.json runs `python3 app.py`: the venv's python3 must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+# jsii silences its end-of-life banner per Node major version listed here.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: install test lint run synth bench-api bench-worker bench-synth clean
