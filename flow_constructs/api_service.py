@@ -16,6 +16,11 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from flow_constructs.fargate import (
+    acknowledge_execution_role,
+    linux_task_definition,
+    rolling_fargate_service,
+)
 from flow_constructs.nag import acknowledge
 
 CONTAINER_PORT = 8000
@@ -110,15 +115,12 @@ class ApiService(Construct):
         self.load_balancer.log_access_logs(self.access_log_bucket, prefix="alb")
 
         # Task definition and service.
-        self.task_definition = ecs.FargateTaskDefinition(
+        self.task_definition = linux_task_definition(
             self,
             "TaskDefinition",
             cpu=cpu,
             memory_limit_mib=memory_limit_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=cpu_architecture,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+            cpu_architecture=cpu_architecture,
         )
         self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention)
         self.container = self.task_definition.add_container(
@@ -143,17 +145,14 @@ class ApiService(Construct):
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="Flow Builder API tasks"
         )
-        self.service = ecs.FargateService(
+        self.service = rolling_fargate_service(
             self,
             "Service",
             cluster=cluster,
             task_definition=self.task_definition,
-            desired_count=min_tasks,
             vpc_subnets=vpc_subnets,
-            security_groups=[self.security_group],
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            min_healthy_percent=100,
-            max_healthy_percent=200,
+            security_group=self.security_group,
+            desired_count=min_tasks,
             health_check_grace_period=Duration.seconds(60),
             availability_zone_rebalancing=ecs.AvailabilityZoneRebalancing.ENABLED,
         )
@@ -246,12 +245,7 @@ class ApiService(Construct):
             "Only non-secret settings (QUEUE_URL, LOG_LEVEL) are plain environment "
             "variables; database credentials and API keys are ECS secrets.",
         )
-        acknowledge(
-            self.task_definition.obtain_execution_role(),
-            "AwsSolutions-IAM5[Resource::*]",
-            "The execution role's ecr:GetAuthorizationToken has no resource-level "
-            "permissions; image pulls themselves are limited to the asset repository.",
-        )
+        acknowledge_execution_role(self.task_definition)
 
     def _add_alarms(self, alarm_action: cloudwatch.IAlarmAction | None) -> None:
         five_minutes = Duration.minutes(5)

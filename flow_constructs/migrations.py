@@ -11,7 +11,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct, IConstruct
 
-from flow_constructs.nag import acknowledge_execution_policies
+from flow_constructs.functions import single_run_image_function
 
 MIGRATIONS_HANDLER = "flows.migrate.handler"
 
@@ -61,25 +61,21 @@ class DeployTimeMigrations(Construct):
         super().__init__(scope, id)
 
         self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention)
-        self.function = lambda_.DockerImageFunction(
+        # Migrations must not run twice at once; the trigger invokes it once per deploy.
+        self.function = single_run_image_function(
             self,
             "Function",
             description="Flow Builder migrations: applies Alembic migrations at deploy time.",
             code=code,
             architecture=architecture,
-            memory_size=512,
             timeout=MIGRATION_TIMEOUT,
-            # Migrations must not run twice at once; the trigger invokes it once per deploy.
-            reserved_concurrent_executions=1,
-            retry_attempts=0,
             environment={"DATABASE_SECRET_ARN": database_secret.secret_arn, **environment},
+            log_group=self.log_group,
             vpc=vpc,
             vpc_subnets=vpc_subnets,
-            security_groups=list(security_groups) if security_groups else None,
-            log_group=self.log_group,
+            security_groups=security_groups,
         )
         database_secret.grant_read(self.function)
-        acknowledge_execution_policies(self.function, in_vpc=vpc is not None)
 
         self.trigger = triggers.Trigger(
             self,

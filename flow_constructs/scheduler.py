@@ -15,7 +15,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from flow_constructs.nag import acknowledge_execution_policies
+from flow_constructs.functions import single_run_image_function
 
 SCHEDULER_HANDLER = "worker.scheduler.handler"
 
@@ -59,33 +59,29 @@ class SchedulerFunction(Construct):
         super().__init__(scope, id)
 
         self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention)
-        self.function = lambda_.DockerImageFunction(
+        # A failed minute is retried by the next invocation, not by Lambda.
+        self.function = single_run_image_function(
             self,
             "Function",
             description="Flow Builder scheduler: queues due scheduled runs, reaps lost runs.",
             code=code,
             architecture=architecture,
-            memory_size=512,
             # Invoked every minute: a run longer than that would overlap the next one.
             timeout=Duration.seconds(55),
-            reserved_concurrent_executions=1,
-            # A failed minute is retried by the next invocation, not by Lambda.
-            retry_attempts=0,
             environment={
                 "QUEUE_URL": queue.queue_url,
                 "DEAD_LETTER_QUEUE_URL": dead_letter_queue.queue_url,
                 "DATABASE_SECRET_ARN": database_secret.secret_arn,
                 **environment,
             },
+            log_group=self.log_group,
             vpc=vpc,
             vpc_subnets=vpc_subnets,
-            security_groups=list(security_groups) if security_groups else None,
-            log_group=self.log_group,
+            security_groups=security_groups,
         )
         queue.grant_send_messages(self.function)
         dead_letter_queue.grant_consume_messages(self.function)
         database_secret.grant_read(self.function)
-        acknowledge_execution_policies(self.function, in_vpc=vpc is not None)
 
         self.rule = events.Rule(
             self,

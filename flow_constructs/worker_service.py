@@ -8,6 +8,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from flow_constructs.fargate import rolling_fargate_service
 from flow_constructs.worker_scaling import QueueDrivenScaling
 from flow_constructs.worker_task import WorkerTaskDefinition
 
@@ -47,17 +48,14 @@ class WorkerService(Construct):
             vpc=cluster.vpc,
             description="Flow Builder worker tasks: outbound only",
         )
-        self.service = ecs.FargateService(
+        # Old tasks keep working on their runs while new ones start.
+        self.service = rolling_fargate_service(
             self,
             "Service",
             cluster=cluster,
             task_definition=worker_task.task_definition,
             vpc_subnets=vpc_subnets,
-            security_groups=[self.security_group],
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            # Old tasks keep working on their runs while new ones start.
-            min_healthy_percent=100,
-            max_healthy_percent=200,
+            security_group=self.security_group,
         )
         self.scaling = QueueDrivenScaling(
             self,

@@ -11,6 +11,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from flow_constructs.fargate import acknowledge_execution_role, linux_task_definition
 from flow_constructs.nag import acknowledge
 
 # Fargate Spot gives a task at most 120 s between SIGTERM and SIGKILL; on-demand tasks get
@@ -54,15 +55,12 @@ class WorkerTaskDefinition(Construct):
     ) -> None:
         super().__init__(scope, id)
 
-        self.task_definition = ecs.FargateTaskDefinition(
+        self.task_definition = linux_task_definition(
             self,
             "TaskDefinition",
             cpu=cpu,
             memory_limit_mib=memory_limit_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=cpu_architecture,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+            cpu_architecture=cpu_architecture,
         )
         self.log_group = logs.LogGroup(self, "LogGroup", retention=log_retention)
         self.container = self.task_definition.add_container(
@@ -94,12 +92,7 @@ class WorkerTaskDefinition(Construct):
             "Only non-secret settings (QUEUE_URL, LOG_LEVEL, WORKER_*) are plain environment "
             "variables; database credentials are ECS secrets from Secrets Manager.",
         )
-        acknowledge(
-            self.task_definition.obtain_execution_role(),
-            "AwsSolutions-IAM5[Resource::*]",
-            "The execution role's ecr:GetAuthorizationToken has no resource-level "
-            "permissions; image pulls themselves are limited to the asset repository.",
-        )
+        acknowledge_execution_role(self.task_definition)
         acknowledge(
             task_role,
             "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:"
