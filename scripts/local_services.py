@@ -134,7 +134,7 @@ class MotoServer:
 
 
 def pin_processes(*, measured: list[int], services: list[int]) -> str:
-    """Give the measured processes the first CPU and the local services the others.
+    """Give the measured processes the first CPU and everything else the others.
 
     On a small machine moto and PostgreSQL would otherwise take CPU from what is measured,
     and the figures would mostly say how busy they were. With one CPU nothing is pinned.
@@ -147,7 +147,7 @@ def pin_processes(*, measured: list[int], services: list[int]) -> str:
         os.sched_setaffinity(pid, {cpus[0]})
     for pid in services:
         os.sched_setaffinity(pid, set(cpus[1:]))
-    return f"measured processes on CPU {cpus[0]}, moto and PostgreSQL on CPUs {cpus[1:]}"
+    return f"measured process on CPU {cpus[0]}, the rest on CPUs {cpus[1:]}"
 
 
 def sqs_environment(endpoint: str) -> dict[str, str]:
