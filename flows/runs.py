@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 
 from flows.db import outbox, run_steps, runs
 from flows.models import RunStatus
@@ -64,31 +64,66 @@ def new_owner() -> str:
     return uuid.uuid4().hex
 
 
-def _lease_expiry(seconds: float) -> sa.ColumnElement[Any]:
-    return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+# The statements of a run's hot path are built once, with bound parameters: building a
+# statement (and its cache key) costs more CPU than running it.
+_RUN = sa.bindparam("run", type_=UUID(as_uuid=True))
+_OWNER = sa.bindparam("owner", type_=sa.Text)
+_LEASE_EXPIRY = sa.func.now() + sa.func.make_interval(
+    0, 0, 0, 0, 0, 0, sa.bindparam("lease_seconds", type_=sa.Float))
+_NULLABLE_JSON = JSONB(none_as_null=True)
+_HELD = (runs.c.id == _RUN, runs.c.lease_owner == _OWNER, runs.c.status == RUNNING)
+_TAKEOVER = runs.c.status == RUNNING
+
+_CLAIM = (
+    sa.update(runs)
+    .where(runs.c.id == _RUN,
+           sa.or_(runs.c.status == QUEUED,
+                  sa.and_(_TAKEOVER, runs.c.lease_expires_at < sa.func.now())))
+    .values(status=RUNNING, lease_owner=_OWNER, lease_expires_at=_LEASE_EXPIRY,
+            attempt=sa.case((_TAKEOVER, runs.c.attempt + 1), else_=runs.c.attempt),
+            started_at=sa.func.coalesce(runs.c.started_at, sa.func.now()),
+            updated_at=sa.func.now())
+    .returning(runs.c.flow_id, runs.c.attempt, runs.c.flow_snapshot, runs.c.input,
+               runs.c.queued_at, runs.c.started_at, sa.func.now().label("claimed_at"))
+)
+_FENCE = (
+    sa.update(runs).where(*_HELD)
+    .values(lease_expires_at=_LEASE_EXPIRY, updated_at=sa.func.now())
+    .returning(runs.c.id)
+)
+_START_STEP = (
+    insert(run_steps)
+    .values(run_id=_RUN, step_id=sa.bindparam("step"), position=sa.bindparam("position_"),
+            status=RUNNING, attempts=1, started_at=sa.func.now())
+    .on_conflict_do_update(
+        index_elements=[run_steps.c.run_id, run_steps.c.step_id],
+        set_={"status": RUNNING, "attempts": run_steps.c.attempts + 1,
+              "started_at": sa.func.now(), "finished_at": None},
+    )
+    .returning(run_steps.c.attempts)
+)
+_FINISH_STEP = (
+    sa.update(run_steps)
+    .where(run_steps.c.run_id == _RUN, run_steps.c.step_id == sa.bindparam("step"))
+    .values(status=sa.bindparam("step_status"),
+            output=sa.bindparam("step_output", type_=_NULLABLE_JSON),
+            error=sa.bindparam("step_error", type_=sa.Text), finished_at=sa.func.now())
+)
+_FINISH_RUN = (
+    sa.update(runs).where(*_HELD)
+    .values(status=sa.bindparam("run_status"),
+            output=sa.bindparam("run_output", type_=_NULLABLE_JSON),
+            error=sa.bindparam("run_error", type_=sa.Text), finished_at=sa.func.now(),
+            updated_at=sa.func.now(), lease_owner=None, lease_expires_at=None)
+    .returning(runs.c.id)
+)
 
 
 def claim(conn: sa.Connection, run_id: uuid.UUID, owner: str,
           lease_seconds: float) -> Lease | ClaimRefused:
     """Lease a queued run, or a running one whose lease expired (a new attempt)."""
-    takeover = runs.c.status == RUNNING
     row = conn.execute(
-        sa.update(runs)
-        .where(
-            runs.c.id == run_id,
-            sa.or_(runs.c.status == QUEUED,
-                   sa.and_(takeover, runs.c.lease_expires_at < sa.func.now())),
-        )
-        .values(
-            status=RUNNING,
-            lease_owner=owner,
-            lease_expires_at=_lease_expiry(lease_seconds),
-            attempt=sa.case((takeover, runs.c.attempt + 1), else_=runs.c.attempt),
-            started_at=sa.func.coalesce(runs.c.started_at, sa.func.now()),
-            updated_at=sa.func.now(),
-        )
-        .returning(runs.c.flow_id, runs.c.attempt, runs.c.flow_snapshot, runs.c.input,
-                   runs.c.queued_at, runs.c.started_at, sa.func.now().label("claimed_at"))
+        _CLAIM, {"run": run_id, "owner": owner, "lease_seconds": lease_seconds}
     ).one_or_none()
     if row is None:
         return _refusal(conn, run_id)
@@ -119,13 +154,8 @@ def _refusal(conn: sa.Connection, run_id: uuid.UUID) -> ClaimRefused:
 
 def _fence(conn: sa.Connection, lease: Lease) -> None:
     """Extend the lease if this worker still holds it (locking the row), else raise."""
-    held = conn.execute(
-        sa.update(runs)
-        .where(runs.c.id == lease.run_id, runs.c.lease_owner == lease.owner,
-               runs.c.status == RUNNING)
-        .values(lease_expires_at=_lease_expiry(lease.lease_seconds), updated_at=sa.func.now())
-        .returning(runs.c.id)
-    ).one_or_none()
+    held = conn.execute(_FENCE, {"run": lease.run_id, "owner": lease.owner,
+                                 "lease_seconds": lease.lease_seconds}).one_or_none()
     if held is None:
         raise LeaseLostError(lease.run_id, current_status(conn, lease.run_id))
 
@@ -147,16 +177,8 @@ def start_step(conn: sa.Connection, lease: Lease, step_id: str, position: int, *
     """
     if fence:
         _fence(conn, lease)
-    statement = insert(run_steps).values(
-        run_id=lease.run_id, step_id=step_id, position=position, status=RUNNING, attempts=1,
-        started_at=sa.func.now(),
-    )
     return conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[run_steps.c.run_id, run_steps.c.step_id],
-            set_={"status": RUNNING, "attempts": run_steps.c.attempts + 1,
-                  "started_at": sa.func.now(), "finished_at": None},
-        ).returning(run_steps.c.attempts)
+        _START_STEP, {"run": lease.run_id, "step": step_id, "position_": position}
     ).scalar_one()
 
 
@@ -175,27 +197,20 @@ def finish_step(conn: sa.Connection, lease: Lease, step_id: str, *, succeeded: b
     """Store a step's final result (`fence=False`: as for `start_step`)."""
     if fence:
         _fence(conn, lease)
-    conn.execute(
-        sa.update(run_steps)
-        .where(run_steps.c.run_id == lease.run_id, run_steps.c.step_id == step_id)
-        .values(status="succeeded" if succeeded else "failed",
-                output=sa.null() if output is None else output, error=error,
-                finished_at=sa.func.now())
-    )
+    conn.execute(_FINISH_STEP, {
+        "run": lease.run_id, "step": step_id,
+        "step_status": "succeeded" if succeeded else "failed",
+        "step_output": output, "step_error": error,
+    })
 
 
 def finish_run(conn: sa.Connection, lease: Lease, status: RunStatus, *, output: Any = None,
                error: str | None = None) -> None:
     """End the run (succeeded or failed) and clear its lease; a cancelled run stays cancelled."""
-    done = conn.execute(
-        sa.update(runs)
-        .where(runs.c.id == lease.run_id, runs.c.lease_owner == lease.owner,
-               runs.c.status == RUNNING)
-        .values(status=status.value, output=sa.null() if output is None else output,
-                error=error, finished_at=sa.func.now(), updated_at=sa.func.now(),
-                lease_owner=None, lease_expires_at=None)
-        .returning(runs.c.id)
-    ).one_or_none()
+    done = conn.execute(_FINISH_RUN, {
+        "run": lease.run_id, "owner": lease.owner, "run_status": status.value,
+        "run_output": output, "run_error": error,
+    }).one_or_none()
     if done is None:
         raise LeaseLostError(lease.run_id, current_status(conn, lease.run_id))
 
