@@ -15,13 +15,13 @@ T = TypeVar("T")
 
 
 class Database:
-    """One asyncio engine per event loop: an asyncio connection belongs to the loop that opened
-    it, and a test client, Mangum and uvicorn each run their own loop."""
+    """The API's connection pools, one pair per event loop."""
 
     def __init__(self, url: str, *, pool_size: int) -> None:
         self._url = url
         self._pool_size = pool_size
-        # loop -> (engine, the same engine without transactions)
+        # An asyncio connection belongs to the loop that opened it, and a test client, Mangum
+        # and uvicorn each run their own loop. loop -> (transactional, autocommit) engines.
         self._engines: dict[asyncio.AbstractEventLoop, tuple[AsyncEngine, AsyncEngine]] = {}
 
     def _engine(self, *, transactional: bool) -> AsyncEngine:
