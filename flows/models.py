@@ -46,6 +46,8 @@ class RunStatus(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+# The statuses a run can still leave, as stored in the database.
+OPEN_STATUSES = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
 
 class Schedule(BaseModel):

@@ -23,9 +23,8 @@ from flows.errors import (
     RunStateError,
     VersionConflictError,
 )
-from flows.models import FlowDefinition, RunStatus
+from flows.models import OPEN_STATUSES, FlowDefinition, RunStatus
 
-OPEN_STATUSES = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 FLOW_COLUMNS = (flows.c.id, flows.c.name, flows.c.description, flows.c.steps, flows.c.schedule,
                 flows.c.enabled, flows.c.version, flows.c.created_at, flows.c.updated_at)
 RUN_SUMMARY_COLUMNS = (runs.c.id, runs.c.flow_id, runs.c.status, runs.c.trigger, runs.c.attempt,

@@ -17,11 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 
 from flows.db import outbox, run_steps, runs
-from flows.models import RunStatus
+from flows.models import OPEN_STATUSES, RunStatus
 
 RUNNING = RunStatus.RUNNING.value
 QUEUED = RunStatus.QUEUED.value
-OPEN_STATUSES = (QUEUED, RUNNING)
 
 
 class LeaseLostError(Exception):

@@ -70,11 +70,7 @@ class PostgresCluster:
             os.chown(self.root, user.pw_uid, user.pw_gid)
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200")
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options,
-                  "-l", str(self.root / "log"), "-w", "start")
+        self.start_existing()
         return self
 
     @property
@@ -86,13 +82,12 @@ class PostgresCluster:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
-    def restart(self) -> None:
-        self.stop()
-        self.start_existing()
-
     def start_existing(self) -> None:
+        """Start the server on the cluster's data, on the same port (after `stop`)."""
+        # Durability is off: the data is thrown away with the cluster.
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c max_connections=200")
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                   "-c max_connections=200")
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options,
                   "-l", str(self.root / "log"), "-w", "start")
 
