@@ -13,7 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Response, status
 from fastapi.responses import JSONResponse
 
-from api.database import Database
+from api.database import ConnectionLostError, Database
 from api.errors import ErrorBody, install_error_handlers
 from api.middleware import RequestGuard
 from api.security import require_api_key
@@ -36,7 +36,7 @@ from flows.settings import ApiSettings
 
 log = logging.getLogger("api")
 
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 503)}
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
 Cursor = Annotated[str | None, Query(max_length=500, description="`next_cursor` of a page.")]
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=100,
@@ -107,7 +107,7 @@ def _flow_routes(db: Database, after_commit: Callable[[], Awaitable[None]]) -> A
     @router.post("/flows", status_code=201, response_model=FlowPublic, tags=["flows"],
                  summary="Create a flow.")
     async def create_flow(body: FlowCreate, response: Response) -> Any:
-        flow = await db.read(repository.create_flow, body)
+        flow = await db.write(repository.create_flow, body)
         response.headers["ETag"] = _etag(flow["version"])
         return flow
 
@@ -144,9 +144,17 @@ def _flow_routes(db: Database, after_commit: Callable[[], Awaitable[None]]) -> A
                                   "with this Idempotency-Key."}})
     async def create_run(flow_id: UUID, response: Response, body: RunCreate | None = None,
                          idempotency_key: IdempotencyKey = None) -> Any:
-        # One statement, atomic on its own: no transaction round trips on the hot path.
-        run, created = await db.read(repository.create_run, flow_id, body.input if body else {},
-                                     idempotency_key=idempotency_key)
+        values = repository.run_values(flow_id, body.input if body else {},
+                                       idempotency_key=idempotency_key)
+        try:
+            run = await db.fetch_one(repository.INSERT_RUN, values)
+        except ConnectionLostError:
+            # It may have run: run it again on a live connection, which finds it by its id.
+            run, created = await db.read(repository.insert_run, values)
+        else:
+            created = run is not None
+            if not created:  # an unknown flow, or an Idempotency-Key used before
+                run, created = await db.read(repository.existing_run, values)
         if not created:
             response.status_code = status.HTTP_200_OK
             return await db.read(repository.get_run, run["id"])

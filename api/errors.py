@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +26,9 @@ STATUS_BY_ERROR: dict[type[errors.FlowsError], int] = {
     errors.RunStateError: 409,
     errors.CursorError: 400,
 }
+# The database is down, failing over or out of connections: the client may retry as is.
+DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError,
+                        psycopg.OperationalError, psycopg.InterfaceError)
 
 
 class FieldProblem(BaseModel):
@@ -84,6 +89,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: errors.FlowsError) -> JSONResponse:
         code = STATUS_BY_ERROR.get(type(exc), 400)
         return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The driver's message only: SQLAlchemy's own text carries the statement's parameters.
+        log.warning("database unavailable",
+                    extra={"error": f"{type(exc).__name__}: {getattr(exc, 'orig', exc)}"[:300]})
+        return JSONResponse(status_code=503, content={"detail": "database unavailable; retry"},
+                            headers={"Retry-After": "1"})
+
+    for error in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error, _unavailable)
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> set[str]:

@@ -116,20 +116,50 @@ def create_run(conn: sa.Connection, flow_id: uuid.UUID, run_input: dict[str, Any
                scheduled_for: datetime | None = None) -> tuple[dict[str, Any], bool]:
     """Queue a run of the flow's current definition; return (the run's row, created).
 
-    One statement inserts the run, with the flow's definition copied in as its snapshot, and
-    its outbox row, so it is atomic without a transaction and costs one round trip. With an
-    idempotency key (or a scheduled time), a second request for the same flow returns the
-    first run instead of creating another, even when both arrive at the same moment.
+    With an idempotency key (or a scheduled time), a second request for the same flow returns
+    the first run instead of creating another, even when both arrive at the same moment.
     """
-    created = conn.execute(_INSERT_RUN, {
-        "run_id": uuid.uuid4(), "flow_id": flow_id, "run_input": run_input, "trigger": trigger,
-        "idempotency_key": idempotency_key, "scheduled_for": scheduled_for,
-    }).one_or_none()
+    values = run_values(flow_id, run_input, trigger=trigger, idempotency_key=idempotency_key,
+                        scheduled_for=scheduled_for)
+    return insert_run(conn, values)
+
+
+def run_values(flow_id: uuid.UUID, run_input: dict[str, Any], *, trigger: str = "api",
+               idempotency_key: str | None = None,
+               scheduled_for: datetime | None = None) -> dict[str, Any]:
+    """The parameters of `INSERT_RUN` for one new run.
+
+    The run's id is drawn here, once: an insert repeated with the same values after a lost
+    connection finds its own run instead of creating a second one.
+    """
+    return {"run_id": uuid.uuid4(), "flow_id": flow_id, "run_input": run_input,
+            "trigger": trigger, "idempotency_key": idempotency_key,
+            "scheduled_for": scheduled_for}
+
+
+def insert_run(conn: sa.Connection, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Run `INSERT_RUN` with `run_values`; return (the run's row, created)."""
+    created = conn.execute(INSERT_RUN, values).one_or_none()
     if created is not None:
         return created._asdict(), True
-    # Nothing inserted: either the flow does not exist, or the key (or time) was used before.
+    return existing_run(conn, values)
+
+
+def existing_run(conn: sa.Connection, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The run that kept `INSERT_RUN` with `values` from inserting; (row, created).
+
+    It is this request's own run when an earlier try of the same insert committed before its
+    connection was lost (created), or the run made before with the same idempotency key or
+    scheduled time (not created). Raises NotFoundError when the flow does not exist, and
+    IdempotencyConflictError when the key was used with a different input.
+    """
+    own = conn.execute(sa.select(runs).where(runs.c.id == values["run_id"])).one_or_none()
+    if own is not None:
+        return own._asdict(), True
+    flow_id, run_input = values["flow_id"], values["run_input"]
+    idempotency_key = values["idempotency_key"]
     key_column = runs.c.idempotency_key if idempotency_key else runs.c.scheduled_for
-    key = idempotency_key or scheduled_for
+    key = idempotency_key or values["scheduled_for"]
     existing = None
     if key is not None:
         existing = conn.execute(
@@ -146,7 +176,12 @@ def create_run(conn: sa.Connection, flow_id: uuid.UUID, run_input: dict[str, Any
 
 
 def _build_insert_run() -> sa.Select:
-    """The statement of `create_run`, built once: building it costs more than running it."""
+    """Insert a run, its definition copied from the flow as its snapshot, and its outbox row.
+
+    One statement, so it is atomic without a transaction and costs one round trip. It returns
+    the new run, or no row when the flow does not exist or the run's id, idempotency key or
+    scheduled time is taken. Built once: building it costs more than running it.
+    """
     snapshot = sa.func.jsonb_build_object(
         "name", flows.c.name, "description", flows.c.description, "steps", flows.c.steps,
         "schedule", flows.c.schedule, "version", flows.c.version,
@@ -168,7 +203,7 @@ def _build_insert_run() -> sa.Select:
     return sa.select(new_run).add_cte(queued)
 
 
-_INSERT_RUN = _build_insert_run()
+INSERT_RUN = _build_insert_run()
 
 
 def get_run(conn: sa.Connection, run_id: uuid.UUID) -> dict[str, Any]:

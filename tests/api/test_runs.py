@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from uuid import UUID
 
 import boto3
 import sqlalchemy as sa
 
+from flows import repository
 from flows.db import outbox, runs
+from flows.migrate import migrate
 from flows.outbox import relay_outbox
 from flows.queue import sqs_client
-from scripts.local_services import MotoServer
+from flows.settings import psycopg_url
+from scripts.local_services import MotoServer, PostgresCluster
 from tests.api.conftest import flow_body
 
 
@@ -151,3 +155,73 @@ def test_a_run_without_a_body_has_empty_input(client, flow):
 
     assert response.status_code == 201
     assert response.json()["input"] == {}
+
+
+def _terminate_other_connections(db) -> int:
+    """Kill every other session on the database, as a restart or failover would."""
+    with db.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )).scalar()
+
+
+def test_a_run_is_created_once_when_its_pooled_connection_was_killed(client, flow, queues, db):
+    client.post(f"/flows/{flow['id']}/runs", json={})  # leaves a connection in the pool
+    queues.receive_all(wait=5)
+    assert _terminate_other_connections(db) >= 1
+
+    response = client.post(f"/flows/{flow['id']}/runs", json={"input": {"n": 2}})
+
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    assert client.get(f"/runs/{run_id}").json()["input"] == {"n": 2}
+    with db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar() == 2
+    assert [m["Body"] for m in queues.receive_all(wait=5)] == [f'{{"run_id": "{run_id}"}}']
+
+
+def test_reads_succeed_after_their_pooled_connections_were_killed(client, flow, db):
+    client.get(f"/flows/{flow['id']}")
+    assert _terminate_other_connections(db) >= 1
+
+    response = client.get(f"/flows/{flow['id']}")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == flow["id"]
+
+
+def test_an_insert_repeated_after_it_committed_finds_its_own_run(flow, db):
+    values = repository.run_values(UUID(flow["id"]), {"n": 1})
+    with db.connect() as conn:
+        first, first_created = repository.insert_run(conn, values)
+        again, again_created = repository.insert_run(conn, values)
+        queued = conn.execute(sa.select(outbox.c.run_id)).scalars().all()
+
+    assert (first_created, again_created) == (True, True)
+    assert again["id"] == first["id"] == values["run_id"]
+    assert queued == [values["run_id"]]
+
+
+def test_runs_get_503_while_the_database_is_down_and_201_after(make_client, tmp_path):
+    cluster = PostgresCluster().start()
+    try:
+        migrate(psycopg_url(cluster.url))
+        client = make_client(database_url=cluster.url)
+        flow = client.post("/flows", json=flow_body()).json()
+        client.post(f"/flows/{flow['id']}/runs", json={})
+
+        cluster.stop()
+        down = client.post(f"/flows/{flow['id']}/runs", json={})
+        down_read = client.get(f"/flows/{flow['id']}")
+        cluster.start_existing()
+        back = client.post(f"/flows/{flow['id']}/runs", json={})
+        listed = client.get(f"/flows/{flow['id']}/runs").json()["items"]
+    finally:
+        cluster.remove()
+
+    assert (down.status_code, down.json()) == (503, {"detail": "database unavailable; retry"})
+    assert down.headers["Retry-After"] == "1"
+    assert down_read.status_code == 503
+    assert back.status_code == 201, back.text
+    assert len(listed) == 2
