@@ -6,7 +6,7 @@ import sys
 
 import uvicorn
 
-from api.app import create_app
+from api.app import create_app, freeze_startup_objects
 from flows.logs import configure_logging
 from flows.settings import ApiSettings, SettingsError, load_settings
 
@@ -23,8 +23,10 @@ def main() -> int:
         sys.stderr.write(f"{exc}\n")
         return 2
     configure_logging(settings.log_level)
+    app = create_app(settings)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings),
+        app,
         host="0.0.0.0",  # noqa: S104 - the container's port is what the load balancer reaches
         port=settings.port,
         timeout_keep_alive=KEEP_ALIVE_S,

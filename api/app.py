@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -82,6 +83,17 @@ def create_app(settings: ApiSettings, *, relay_in_background: bool = True) -> Fa
     app.include_router(_flow_routes(db, after_commit), dependencies=[Depends(require_api_key)])
     app.add_middleware(RequestGuard, max_body_bytes=settings.api_max_body_bytes)
     return app
+
+
+def freeze_startup_objects() -> None:
+    """Leave what is loaded by now (libraries, botocore's models) out of later GC passes.
+
+    It lives as long as the process, yet every full collection scanned all of it: a pause of
+    tens of milliseconds, every few hundred requests (bench-api: p99 of creating runs
+    about 100 ms before, 25 ms after).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _health_routes(db: Database) -> APIRouter:

@@ -123,7 +123,7 @@ class Database:
         pool = await pools.driver
         async with pool.connection() as conn:
             try:
-                async with conn.cursor(row_factory=dict_row) as cursor:
+                async with conn.cursor(row_factory=dict_row, binary=True) as cursor:
                     await cursor.execute(driver_statement.sql, parameters)
                     return await cursor.fetchone()
             except psycopg.Error as exc:
