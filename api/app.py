@@ -90,7 +90,7 @@ def freeze_startup_objects() -> None:
 
     It lives as long as the process, yet every full collection scanned all of it: a pause of
     tens of milliseconds, every few hundred requests (bench-api: p99 of creating runs
-    about 100 ms before, 25 ms after).
+    about 100 ms before, about 20 ms after).
     """
     gc.collect()
     gc.freeze()

@@ -203,7 +203,7 @@ def test_an_insert_repeated_after_it_committed_finds_its_own_run(flow, db):
     assert queued == [values["run_id"]]
 
 
-def test_runs_get_503_while_the_database_is_down_and_201_after(make_client, tmp_path):
+def test_runs_get_503_while_the_database_is_down_and_201_after(make_client):
     cluster = PostgresCluster().start()
     try:
         migrate(psycopg_url(cluster.url))
@@ -212,7 +212,8 @@ def test_runs_get_503_while_the_database_is_down_and_201_after(make_client, tmp_
         client.post(f"/flows/{flow['id']}/runs", json={})
 
         cluster.stop()
-        down = client.post(f"/flows/{flow['id']}/runs", json={})
+        down = client.post(f"/flows/{flow['id']}/runs", json={})  # its connection is found dead
+        down_again = client.post(f"/flows/{flow['id']}/runs", json={})  # none to be had
         down_read = client.get(f"/flows/{flow['id']}")
         cluster.start_existing()
         back = client.post(f"/flows/{flow['id']}/runs", json={})
@@ -222,6 +223,7 @@ def test_runs_get_503_while_the_database_is_down_and_201_after(make_client, tmp_
 
     assert (down.status_code, down.json()) == (503, {"detail": "database unavailable; retry"})
     assert down.headers["Retry-After"] == "1"
+    assert down_again.status_code == 503
     assert down_read.status_code == 503
     assert back.status_code == 201, back.text
     assert len(listed) == 2
