@@ -83,11 +83,11 @@ class Database:
     async def _open_driver_pool(self, engine: AsyncEngine) -> AsyncConnectionPool:
         # Connected exactly as the engine connects: same parameters, same type adapters.
         _, parameters = engine.dialect.create_connect_args(engine.url)
-        # Like the engines' pools: connections opened on demand, up to twice the pool size,
-        # idle ones beyond one closed after a while, each replaced after pool_recycle.
+        # Connections opened on demand up to the pool size (one statement each is quick), idle
+        # ones beyond one closed after a while, each replaced after the engines' pool_recycle.
         pool = AsyncConnectionPool(
             kwargs={**parameters, **ENGINE_OPTIONS["connect_args"], "autocommit": True},
-            min_size=1, max_size=2 * self._pool_size, open=False, name="api-statements",
+            min_size=1, max_size=self._pool_size, open=False, name="api-statements",
             timeout=DRIVER_POOL_TIMEOUT_S, max_lifetime=ENGINE_OPTIONS["pool_recycle"],
         )
         await pool.open()
