@@ -1,7 +1,8 @@
 """`make bench-api`: throughput and latency of creating runs, against a trivial route.
 
 One uvicorn process serves the API over a throwaway PostgreSQL and moto's SQS server; a
-separate load process keeps CONCURRENCY requests in flight over keep-alive connections.
+separate load process keeps CONCURRENCY requests in flight over keep-alive connections. The
+two routes alternate over several rounds, and the ratio is the median of the rounds' ratios.
 Goal: runs/s of `POST /flows/{id}/runs` >= 0.25 x requests/s of `GET /healthz`.
 """
 
