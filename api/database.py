@@ -16,7 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flows.db import ENGINE_OPTIONS, create_async_engine
 
 T = TypeVar("T")
-# How long a request waits for a free connection of the driver pool before it gets a 503.
+# How long a request waits for a free connection of the driver pool before it gets a 503, and
+# how long the pool tries to restore a lost connection before it gives up on it. Giving up
+# soon lets the next request open a new one at once: left to its exponential backoff, the
+# pool would still be waiting for its next try minutes after a long outage ended.
 DRIVER_POOL_TIMEOUT_S = 5.0
 
 
@@ -88,7 +91,8 @@ class Database:
         pool = AsyncConnectionPool(
             kwargs={**parameters, **ENGINE_OPTIONS["connect_args"], "autocommit": True},
             min_size=1, max_size=self._pool_size, open=False, name="api-statements",
-            timeout=DRIVER_POOL_TIMEOUT_S, max_lifetime=ENGINE_OPTIONS["pool_recycle"],
+            timeout=DRIVER_POOL_TIMEOUT_S, reconnect_timeout=DRIVER_POOL_TIMEOUT_S,
+            max_lifetime=ENGINE_OPTIONS["pool_recycle"],
         )
         await pool.open()
         return pool

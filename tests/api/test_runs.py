@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
 import boto3
 import sqlalchemy as sa
 
+from api import database
 from flows import repository
 from flows.db import outbox, runs
 from flows.migrate import migrate
@@ -227,3 +229,26 @@ def test_runs_get_503_while_the_database_is_down_and_201_after(make_client):
     assert down_read.status_code == 503
     assert back.status_code == 201, back.text
     assert len(listed) == 2
+
+
+def test_run_creation_recovers_at_once_after_a_long_outage(make_client, monkeypatch):
+    monkeypatch.setattr(database, "DRIVER_POOL_TIMEOUT_S", 1.0)  # keeps the test short
+    cluster = PostgresCluster().start()
+    try:
+        migrate(psycopg_url(cluster.url))
+        # One connection, so the pool cannot grow around the one it is trying to restore.
+        client = make_client(database_url=cluster.url, db_pool_size=1)
+        flow = client.post("/flows", json=flow_body()).json()
+        client.post(f"/flows/{flow['id']}/runs", json={})
+
+        cluster.stop()
+        down = client.post(f"/flows/{flow['id']}/runs", json={})
+        # Long enough for reconnection attempts backing off to be 8 s apart.
+        time.sleep(8)
+        cluster.start_existing()
+        back = client.post(f"/flows/{flow['id']}/runs", json={})
+    finally:
+        cluster.remove()
+
+    assert down.status_code == 503
+    assert back.status_code == 201, back.text
