@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
 import boto3
+import pytest
 import sqlalchemy as sa
 
 from api import database
@@ -205,23 +206,35 @@ def test_an_insert_repeated_after_it_committed_finds_its_own_run(flow, db):
     assert queued == [values["run_id"]]
 
 
-def test_runs_get_503_while_the_database_is_down_and_201_after(make_client):
+@pytest.fixture
+def own_cluster():
+    """A migrated cluster of the test's own, free to stop and start again."""
     cluster = PostgresCluster().start()
     try:
         migrate(psycopg_url(cluster.url))
-        client = make_client(database_url=cluster.url)
-        flow = client.post("/flows", json=flow_body()).json()
-        client.post(f"/flows/{flow['id']}/runs", json={})
-
-        cluster.stop()
-        down = client.post(f"/flows/{flow['id']}/runs", json={})  # its connection is found dead
-        down_again = client.post(f"/flows/{flow['id']}/runs", json={})  # none to be had
-        down_read = client.get(f"/flows/{flow['id']}")
-        cluster.start_existing()
-        back = client.post(f"/flows/{flow['id']}/runs", json={})
-        listed = client.get(f"/flows/{flow['id']}/runs").json()["items"]
+        yield cluster
     finally:
         cluster.remove()
+
+
+def _client_with_a_run(make_client, cluster, **settings):
+    """A client on `cluster`, a flow, and one run made, so that the pools hold a connection."""
+    client = make_client(database_url=cluster.url, **settings)
+    flow = client.post("/flows", json=flow_body()).json()
+    client.post(f"/flows/{flow['id']}/runs", json={})
+    return client, flow
+
+
+def test_runs_get_503_while_the_database_is_down_and_201_after(make_client, own_cluster):
+    client, flow = _client_with_a_run(make_client, own_cluster)
+
+    own_cluster.stop()
+    down = client.post(f"/flows/{flow['id']}/runs", json={})  # its connection is found dead
+    down_again = client.post(f"/flows/{flow['id']}/runs", json={})  # none to be had
+    down_read = client.get(f"/flows/{flow['id']}")
+    own_cluster.start_existing()
+    back = client.post(f"/flows/{flow['id']}/runs", json={})
+    listed = client.get(f"/flows/{flow['id']}/runs").json()["items"]
 
     assert (down.status_code, down.json()) == (503, {"detail": "database unavailable; retry"})
     assert down.headers["Retry-After"] == "1"
@@ -231,24 +244,18 @@ def test_runs_get_503_while_the_database_is_down_and_201_after(make_client):
     assert len(listed) == 2
 
 
-def test_run_creation_recovers_at_once_after_a_long_outage(make_client, monkeypatch):
+def test_run_creation_recovers_at_once_after_a_long_outage(make_client, own_cluster,
+                                                           monkeypatch):
     monkeypatch.setattr(database, "DRIVER_POOL_TIMEOUT_S", 1.0)  # keeps the test short
-    cluster = PostgresCluster().start()
-    try:
-        migrate(psycopg_url(cluster.url))
-        # One connection, so the pool cannot grow around the one it is trying to restore.
-        client = make_client(database_url=cluster.url, db_pool_size=1)
-        flow = client.post("/flows", json=flow_body()).json()
-        client.post(f"/flows/{flow['id']}/runs", json={})
+    # One connection, so the pool cannot grow around the one it is trying to restore.
+    client, flow = _client_with_a_run(make_client, own_cluster, db_pool_size=1)
 
-        cluster.stop()
-        down = client.post(f"/flows/{flow['id']}/runs", json={})
-        # Long enough for reconnection attempts backing off to be 8 s apart.
-        time.sleep(8)
-        cluster.start_existing()
-        back = client.post(f"/flows/{flow['id']}/runs", json={})
-    finally:
-        cluster.remove()
+    own_cluster.stop()
+    down = client.post(f"/flows/{flow['id']}/runs", json={})
+    # Long enough for reconnection attempts backing off to be 8 s apart.
+    time.sleep(8)
+    own_cluster.start_existing()
+    back = client.post(f"/flows/{flow['id']}/runs", json={})
 
     assert down.status_code == 503
     assert back.status_code == 201, back.text
